@@ -1,0 +1,48 @@
+"""Shared fixtures: the real third-party files beside the repository, a tiny hand-made model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (real third-party test files), or skip."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real third-party test files not found at {SHARED_DATA} (../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own facebench cache folder (never the user's)."""
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def tetra_model_arrays() -> dict:
+    """A 4-vertex model with known modes: handy for hand-computed expectations."""
+    from facebench.models.morphable_model import N_LANDMARKS
+
+    mean = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], np.float32)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
+    identity_basis = np.zeros((4, 3, 2), np.float32)
+    identity_basis[1, 0, 0] = 1.0  # mode 0 moves vertex 1 along x
+    identity_basis[2, 1, 1] = 1.0  # mode 1 moves vertex 2 along y
+    expression_basis = np.zeros((4, 3, 1), np.float32)
+    expression_basis[3, 2, 0] = 1.0
+    reflectance_basis = np.zeros((4, 3, 1), np.float32)
+    reflectance_basis[:, 0, 0] = 0.5
+    landmarks = np.full(N_LANDMARKS, -1, np.int32)
+    landmarks[30] = 3  # nose tip
+    return dict(
+        name="tetra", mean=mean, faces=faces,
+        identity_basis=identity_basis, identity_std=np.array([2.0, 1.0], np.float32),
+        expression_basis=expression_basis, expression_std=np.array([3.0], np.float32),
+        reflectance_mean=np.full((4, 3), 0.5, np.float32), reflectance_basis=reflectance_basis,
+        reflectance_std=np.array([0.2], np.float32), landmark_indices=landmarks,
+    )
