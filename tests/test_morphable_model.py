@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import tetra_model_arrays
+
 from facebench.errors import ModelFileError
 from facebench.geometry import similarity_from_correspondences, vertex_normals
 from facebench.landmarks import IBUG68_MIRROR, IBUG68_NAMES

@@ -16,6 +16,7 @@ npz        a model saved by facebench (``models build``)        :mod:`.morphable
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from facebench.errors import FacebenchError
@@ -73,6 +74,11 @@ def load(name: str = "synthetic", path: str | Path | None = None, **options) -> 
     target = importlib.import_module(module_name)
     for part in function_name.split("."):
         target = getattr(target, part)
+    accepted = inspect.signature(target).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise FacebenchError(f"model {name!r} takes no option {', '.join(unknown)}")
     if name == "npz":
         return target(path)
     return target(path, **options) if path is not None or needs_path else target(**options)

@@ -23,13 +23,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facebench.atomic import atomic_path
 from facebench.errors import ModelFileError
 
 #: Number of iBUG-68 landmarks.
@@ -283,7 +282,7 @@ class MorphableModel:
         return out
 
     # ------------------------------------------------------------------ derived models
-    def truncated(self, identity=None, expression=None, reflectance=None) -> "MorphableModel":
+    def truncated(self, identity=None, expression=None, reflectance=None) -> MorphableModel:
         """The same model keeping only the first modes of each space (None: keep all)."""
         changes = {}
         for prefix, k in (("identity", identity), ("expression", expression), ("reflectance", reflectance)):
@@ -313,7 +312,6 @@ class MorphableModel:
     def save(self, path: str | Path) -> Path:
         """Write the model to ``path`` (``.npz``, no pickled objects) atomically; return the path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {
             "format": NPZ_FORMAT,
             "version": NPZ_VERSION,
@@ -327,18 +325,12 @@ class MorphableModel:
         }
         arrays = {field: getattr(self, field) for field in _ARRAY_FIELDS}
         arrays["header"] = np.array(json.dumps(header, sort_keys=True))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod
-    def load_npz(cls, path: str | Path) -> "MorphableModel":
+    def load_npz(cls, path: str | Path) -> MorphableModel:
         """Read a model written by :meth:`save`. Never unpickles; errors name the file."""
         path = Path(path)
         if not path.is_file():

@@ -1,0 +1,5 @@
+"""``python -m facebench`` runs the CLI."""
+
+from facebench.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Atomic file writing: results appear complete or not at all.
+
+Write to a temporary file in the target's folder, then ``os.replace`` it onto the target (atomic
+on POSIX within one file system). An exception or interruption removes the temporary file and
+leaves any existing target untouched. The file gets the permissions a plain ``open`` would give
+(0666 minus the umask), not ``mkstemp``'s 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to ``path``.
+
+    Args:
+        path: the final file; its parent folders are created.
+        suffix: extension the temporary name must end with (e.g. ``".npz"`` for ``np.savez``,
+            which would otherwise append one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".partial{suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

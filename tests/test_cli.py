@@ -1,0 +1,133 @@
+"""The facebench CLI: commands work end to end; bad input gives one error line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import tetra_model_arrays
+
+from facebench import __version__
+from facebench.cli import main
+from facebench.meshio import read_mesh
+from facebench.models import MorphableModel
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments, code=2):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_version(runner):
+    result = invoke(runner, "--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_models_list_names_every_loader(runner):
+    result = invoke(runner, "models", "list")
+    assert result.exit_code == 0
+    for name in ("synthetic", "ict", "bfm2009", "bfm2017", "sfm", "flame", "npz"):
+        assert name in result.output
+
+
+def test_models_info_synthetic_json(runner):
+    result = invoke(runner, "models", "info", "synthetic", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["summary"]["name"] == "synthetic"
+    assert data["summary"]["identity_modes"] >= 80 and data["summary"]["expression_modes"] == 64
+    assert 130 <= data["summary"]["extent_mm"]["width_x"] <= 160
+    assert len(data["landmarks"]) == 68 and data["landmarks"][30]["name"] == "nose tip"
+
+
+def test_models_info_text_has_landmark_table(runner):
+    result = invoke(runner, "models", "info")
+    assert result.exit_code == 0
+    assert "nose tip" in result.output and "origin" in result.output
+
+
+def test_export_applies_coefficients(runner, tmp_path):
+    from facebench.models import load
+
+    model = load("synthetic")
+    out = tmp_path / "face.ply"
+    result = invoke(runner, "models", "export", "synthetic", "--out", out, "--identity", "2,0,-1",
+                    "--expression", "0,1.5")
+    assert result.exit_code == 0, result.output
+    mesh = read_mesh(out)
+    expected = model.shape(np.array([2, 0, -1], np.float32), np.array([0, 1.5], np.float32))
+    np.testing.assert_allclose(mesh.vertices, expected, atol=1e-4)
+    np.testing.assert_array_equal(mesh.faces, model.faces)
+
+
+def test_export_rejects_too_many_coefficients(runner, tmp_path):
+    result = invoke(runner, "models", "export", "npz", "--path", MorphableModel(**tetra_model_arrays()).save(
+        tmp_path / "t.npz"), "--out", tmp_path / "x.obj", "--identity", "1,2,3")
+    assert_one_line_error(result, "identity", "2 modes")
+
+
+def test_sample_writes_meshes_coefficients_and_preview(runner, tmp_path):
+    out = tmp_path / "faces"
+    result = invoke(runner, "models", "sample", "synthetic", "--n", 3, "--seed", 7, "--out", out)
+    assert result.exit_code == 0, result.output
+    meshes = sorted(out.glob("face_*.obj"))
+    assert len(meshes) == 3
+    coefficients = np.load(out / "coefficients.npz", allow_pickle=False)
+    from facebench.models import load
+
+    model = load("synthetic")
+    expected = model.shape(coefficients["identity"][1], coefficients["expression"][1])
+    np.testing.assert_allclose(read_mesh(meshes[1]).vertices, expected, atol=1e-3)
+    assert (out / "preview.png").stat().st_size > 10_000
+    # the same seed gives the same faces
+    out2 = tmp_path / "again"
+    invoke(runner, "models", "sample", "synthetic", "--n", 3, "--seed", 7, "--out", out2, "--no-preview")
+    np.testing.assert_array_equal(np.load(out2 / "coefficients.npz")["identity"], coefficients["identity"])
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["models", "info", "bogus"], ["unknown model"]),
+        (["models", "info", "bfm2009"], ["give its path"]),
+        (["models", "info", "bfm2009", "--path", "{tmp}/absent.mat"], ["absent.mat"]),
+        (["models", "info", "npz", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
+        (["models", "info", "flame", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
+        (["models", "info", "sfm", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
+        (["models", "info", "bfm2017", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
+        (["models", "info", "bfm2009", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
+        (["models", "info", "ict", "--path", "{tmp}"], [""]),
+        (["models", "info", "synthetic", "--landmarks", "{tmp}/absent.txt"], [""]),
+    ],
+)
+def test_bad_model_files_give_one_error_line(runner, tmp_path, args, fragments):
+    (tmp_path / "garbage.npz").write_bytes(b"\x00garbage" * 100)
+    result = invoke(runner, *[a.format(tmp=tmp_path) for a in args])
+    assert_one_line_error(result, *fragments)
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    proc = subprocess.run([sys.executable, "-m", "facebench.cli", "models", "info", "npz", "--path", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
