@@ -70,13 +70,33 @@ def _model_options(function):
                             help="eos ibug_to_*.txt mapping giving the iBUG-68 landmark vertices.")(function)
     function = click.option("--expressions", "expression_path", type=click.Path(path_type=Path), default=None,
                             help="SFM only: the expression blendshapes .bin file.")(function)
+    function = click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                            help="Loader option, repeatable: e.g. region=full (ict), n_shape=300 (flame), "
+                                 "color_space=linear (bfm/sfm).")(function)
     return function
 
 
-def _load_model(name: str, path, landmark_mapping, expression_path):
+def _parse_settings(settings) -> dict:
+    options = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise FacebenchError(f"--set expects KEY=VALUE, got {item!r}")
+        value: object = text
+        for cast in (int, float):
+            try:
+                value = cast(text)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return options
+
+
+def _load_model(name: str, path, landmark_mapping, expression_path, settings=()):
     from facebench.models import load
 
-    options = {}
+    options = _parse_settings(settings)
     if landmark_mapping is not None:
         options["landmark_mapping"] = landmark_mapping
     if expression_path is not None:
@@ -100,11 +120,11 @@ def models_list() -> None:
 @click.argument("name", default="synthetic")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def models_info(name, path, landmark_mapping, expression_path, as_json) -> None:
+def models_info(name, path, landmark_mapping, expression_path, settings, as_json) -> None:
     """Counts, extent in mm, origin and the landmark table of model NAME."""
     from facebench.models.summary import landmark_table, model_summary
 
-    model = _load_model(name, path, landmark_mapping, expression_path)
+    model = _load_model(name, path, landmark_mapping, expression_path, settings)
     summary, table = model_summary(model), landmark_table(model)
     if as_json:
         click.echo(json.dumps({"summary": summary, "landmarks": table}, indent=2))
@@ -112,7 +132,7 @@ def models_info(name, path, landmark_mapping, expression_path, as_json) -> None:
     for key, value in summary.items():
         if key == "extent_mm":
             value = " x ".join(f"{v:.1f}" for v in value.values()) + " mm (x width, y height, z depth)"
-        click.echo(f"{key:<28} {value}")
+        click.echo(f"{key:<36} {value}")
     click.echo("\niBUG-68 landmarks (vertex, mean position in mm; -1 = not defined on this model):")
     for row in table:
         where = "      -" if row["vertex"] < 0 else f"{row['vertex']:7d}  ({row['x']:7.1f} {row['y']:7.1f} {row['z']:7.1f})"
@@ -127,12 +147,12 @@ def models_info(name, path, landmark_mapping, expression_path, as_json) -> None:
 @click.option("--expression", default=None, help="Expression coefficients in std units, comma-separated.")
 @click.option("--reflectance", default=None, help="Reflectance coefficients in std units, comma-separated.")
 @click.option("--colors/--no-colors", default=True, help="Write per-vertex reflectance colours.")
-def models_export(name, path, landmark_mapping, expression_path, out, identity, expression, reflectance, colors):
+def models_export(name, path, landmark_mapping, expression_path, settings, out, identity, expression, reflectance, colors):
     """Write one face of model NAME as a mesh (head frame, mm)."""
     from facebench.meshio import write_mesh
     from facebench.models.sampling import parse_coefficients
 
-    model = _load_model(name, path, landmark_mapping, expression_path)
+    model = _load_model(name, path, landmark_mapping, expression_path, settings)
     a = parse_coefficients(identity, model.n_identity, "identity")
     e = parse_coefficients(expression, model.n_expression, "expression")
     r = parse_coefficients(reflectance, model.n_reflectance, "reflectance")
@@ -152,7 +172,7 @@ def models_export(name, path, landmark_mapping, expression_path, out, identity, 
 @click.option("--expression-scale", type=float, default=1.0, show_default=True,
               help="Scale of the expression draws (0: neutral).")
 @click.option("--preview/--no-preview", default=True, show_default=True, help="Also write preview.png.")
-def models_sample(name, path, landmark_mapping, expression_path, count, seed, out, mesh_format,
+def models_sample(name, path, landmark_mapping, expression_path, settings, count, seed, out, mesh_format,
                   expression_scale, preview):
     """Write N random faces of model NAME as meshes, their coefficients and a PNG preview."""
     from tqdm import tqdm
@@ -160,7 +180,7 @@ def models_sample(name, path, landmark_mapping, expression_path, count, seed, ou
     from facebench.meshio import write_mesh
     from facebench.models.sampling import sample_faces
 
-    model = _load_model(name, path, landmark_mapping, expression_path)
+    model = _load_model(name, path, landmark_mapping, expression_path, settings)
     samples = sample_faces(model, count, seed, expression_scale=expression_scale)
     out.mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(count), desc="writing meshes", unit="mesh", disable=None):

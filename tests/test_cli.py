@@ -115,7 +115,9 @@ def test_sample_writes_meshes_coefficients_and_preview(runner, tmp_path):
         (["models", "info", "bfm2017", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
         (["models", "info", "bfm2009", "--path", "{tmp}/garbage.npz"], ["garbage.npz"]),
         (["models", "info", "ict", "--path", "{tmp}"], [""]),
-        (["models", "info", "synthetic", "--landmarks", "{tmp}/absent.txt"], [""]),
+        (["models", "info", "synthetic", "--landmarks", "{tmp}/absent.txt"], ["takes no option"]),
+        (["models", "info", "synthetic", "--set", "bogus"], ["KEY=VALUE"]),
+        (["models", "info", "ict", "--set", "region=nowhere", "--path", "{tmp}"], [""]),
     ],
 )
 def test_bad_model_files_give_one_error_line(runner, tmp_path, args, fragments):
@@ -131,3 +133,30 @@ def test_console_script_exit_code_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
+
+
+def test_models_info_reads_every_format(runner, tmp_path, shared_data):
+    """`models info` on a file of each format: BFM/FLAME files written in their real layouts by the
+    loader tests' writers, ICT and SFM from the real files in ../shared/data."""
+    from test_bfm_model import bfm2009_fields, save_bfm2017, save_mat
+    from test_flame_model import flame_dict, write_pickle
+
+    eos = shared_data / "eos-share"
+    cases = {
+        "bfm2009": ["--path", save_mat(tmp_path / "01_MorphableModel.mat", bfm2009_fields())],
+        "bfm2017": ["--path", save_bfm2017(tmp_path / "model2017.h5")],
+        "flame": ["--path", write_pickle(tmp_path / "generic_model.pkl", flame_dict()), "--set", "n_shape=6"],
+        "sfm": ["--path", eos / "sfm_shape_3448.bin", "--landmarks", eos / "ibug_to_sfm.txt",
+                "--expressions", eos / "expression_blendshapes_3448.bin"],
+        "ict": ["--path", shared_data / "ict-facekit" / "FaceXModel"],
+    }
+    for name, args in cases.items():
+        result = invoke(runner, "models", "info", name, *args, "--json")
+        assert result.exit_code == 0, (name, result.output)
+        summary = json.loads(result.output)["summary"]
+        assert summary["name"] == name and summary["vertices"] > 3 and summary["faces"] > 0
+        width = summary["extent_mm"]["width_x"]
+        assert (100 < width < 400) if name in ("sfm", "ict") else width > 0, (name, width)
+    sfm = json.loads(invoke(runner, "models", "info", "sfm", *cases["sfm"], "--json").output)["summary"]
+    assert (sfm["vertices"], sfm["identity_modes"], sfm["expression_modes"]) == (3448, 63, 6)
+    assert sfm["landmarks_defined"] == 50

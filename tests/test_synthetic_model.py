@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facebench.landmarks import IBUG68_MIRROR
 from facebench.models import load
 from facebench.models.synthetic import (
-    IBUG_MIRROR,
     REGION_NAMES,
     SYNTHETIC_MODEL_SHA256,
     SYNTHETIC_MODEL_VERSION,
@@ -159,7 +159,7 @@ def test_mirror_permutation(model):
     assert np.array_equal(model.mean[perm] * np.array([-1, 1, 1], np.float32), model.mean)
     assert np.array_equal(perm[perm], np.arange(model.n_vertices))
     # landmarks map to their iBUG mirror partners
-    assert np.array_equal(perm[model.landmark_indices], model.landmark_indices[IBUG_MIRROR])
+    assert np.array_equal(perm[model.landmark_indices], model.landmark_indices[IBUG68_MIRROR])
     # named landmarks, too
     named = model.named_landmarks
     assert perm[named["left_ear_level"]] == named["right_ear_level"]

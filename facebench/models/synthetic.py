@@ -47,13 +47,13 @@ from scipy.interpolate import CubicSpline
 from scipy.linalg import solve_triangular
 
 from facebench.geometry import vertex_normals
+from facebench.landmarks import IBUG68_MIRROR
 from facebench.models.morphable_model import N_LANDMARKS, MorphableModel
 
 __all__ = [
     "SYNTHETIC_MODEL_VERSION",
     "SYNTHETIC_MODEL_SHA256",
     "SYNTHETIC_ORIGIN",
-    "IBUG_MIRROR",
     "REGION_NAMES",
     "load_synthetic",
     "generate_synthetic_model",
@@ -70,19 +70,6 @@ SYNTHETIC_MODEL_SHA256 = "6926b8f7dced736b7f48e47ec7873cad6b669d50850f0121e5aaec
 SYNTHETIC_ORIGIN = (
     "on the vertical axis of the head (x = 0, z = 0 on the line through both ear levels), at the "
     "height of the eye corners (y = 0); the nose tip is at z ~ +105 mm"
-)
-
-#: iBUG-68 mirror partner of each landmark (0-based): landmark i maps to IBUG_MIRROR[i] when the
-#: face is mirrored about x = 0.
-IBUG_MIRROR = np.array(
-    [16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,  # jaw
-     26, 25, 24, 23, 22, 21, 20, 19, 18, 17,  # brows
-     27, 28, 29, 30,  # nose bridge
-     35, 34, 33, 32, 31,  # nose base
-     45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,  # eyes
-     54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,  # outer lip
-     64, 63, 62, 61, 60, 67, 66, 65],  # inner lip
-    dtype=np.int64,
 )
 
 #: Region names returned by :func:`vertex_regions`.
@@ -411,7 +398,7 @@ def _landmarks(g: dict, mean: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
         g, [_SUBNASALE_Y + 1.0, _MOUTH_Y + 6.0, _MOUTH_Y - 8.6, _MOUTH_Y + 0.4, _MOUTH_Y - 0.4])
     # left halves by the mirror permutation (perm maps a vertex to its mirror image)
     for i in range(N_LANDMARKS):
-        j = IBUG_MIRROR[i]
+        j = IBUG68_MIRROR[i]
         if lm[i] < 0 and lm[j] >= 0:
             lm[i] = perm[lm[j]]
     ear = _nearest_param(g, 90.0, -5.0)
