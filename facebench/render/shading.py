@@ -125,11 +125,11 @@ def directional_sh(direction, rgb=1.0, *, dtype=torch.float32, device=None) -> t
     here); ``rgb`` a scalar, ``(3,)`` or ``(..., 3)`` strength. Exact up to the 3-band
     truncation ``1/4 + t/2 + 5/32 (3t² − 1)`` of ``max(0, t)``, ``t = n·l``.
     """
-    l = torch.as_tensor(direction, dtype=dtype, device=device)
-    l = l / torch.linalg.vector_norm(l, dim=-1, keepdim=True)
-    rgb = torch.as_tensor(rgb, dtype=dtype, device=l.device)
-    rgb = rgb.expand(*l.shape[:-1], 3) if rgb.ndim <= 1 else rgb
-    return sh_orthonormal(l)[..., :, None] * rgb[..., None, :]
+    light = torch.as_tensor(direction, dtype=dtype, device=device)
+    light = light / torch.linalg.vector_norm(light, dim=-1, keepdim=True)
+    rgb = torch.as_tensor(rgb, dtype=dtype, device=light.device)
+    rgb = rgb.expand(*light.shape[:-1], 3) if rgb.ndim <= 1 else rgb
+    return sh_orthonormal(light)[..., :, None] * rgb[..., None, :]
 
 
 def default_sh(batch: int | None = None, *, dtype=torch.float32, device=None) -> torch.Tensor:
