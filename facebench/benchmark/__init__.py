@@ -1,0 +1,1 @@
+"""Scoring: protocols, submission I/O and validation, alignment (landmarks + ICP), metrics, scoring."""

@@ -1,0 +1,221 @@
+"""Scoring protocols: frozen, versioned objects saved with every score.
+
+A protocol fixes everything that changes a number: which samples, which landmarks in which order,
+the alignment (none, rigid or similarity; reflections are never accepted), the ICP variant with its
+iterations and tolerance, the crop, the distance direction and the aggregation. Its
+:meth:`Protocol.to_dict` is written into every ``summary.json`` so a score can always be traced to
+the exact parameters; :func:`get_protocol` returns a preset by name.
+
+Presets:
+
+- ``synthetic`` — corresponding topology: shape error by vertex index in the head frame (no
+  alignment, as Ramon et al. 2019 evaluate on synthetic data), plus camera translation, rotation
+  and reprojection errors when the submission has poses.
+- ``synthetic-scan`` — the same ground truth treated as a scan: similarity from the 68 iBUG
+  landmarks (Umeyama, no reflection), point-to-plane ICP with scale refinement, distance from every
+  ground-truth vertex to the predicted surface. Tests the scan machinery with exact ground truth.
+- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` — re-implementations of the
+  papers' descriptions for real data (parameters and their sources in ``benchmark/*.md``); the
+  dataset adapters arrive with the real-datasets issue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from facebench.errors import FacebenchError
+
+#: Default |yaw| bins in degrees (DESIGN.md): [0,15), [15,30), [30,45), [45,60), [60,90].
+DEFAULT_YAW_BINS: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A versioned scoring protocol (all lengths in mm, angles in degrees).
+
+    Attributes:
+        name, version: identity of the protocol; change ``version`` whenever a parameter changes.
+        description: one paragraph for people.
+        reimplements: the paper/code this follows, or "" for facebench's own.
+        dataset_kind: "synthetic", "micc" or "facewarehouse": which dataset files it accepts.
+        topology: "corresponding" (prediction vertex n ↔ ground-truth vertex n) or "scan"
+            (any predicted topology; landmarks + ICP alignment; surface distances).
+        alignment: "none", "rigid" or "similarity" (from landmarks; never a reflection).
+        landmarks: landmark set used for the initial alignment ("ibug68", or a named list).
+        icp: "none", "point_to_plane" or "point_to_point".
+        icp_scale: refine scale during ICP (similarity protocols).
+        icp_max_iterations, icp_tolerance: ICP convergence (relative RMSE change).
+        icp_max_correspondence_mm: correspondence distance cut-off during ICP.
+        crop_center: "nose_tip" (iBUG 31 of the ground truth) or None.
+        crop_radius_mm: radius of the ground-truth crop sphere, None for no crop.
+        distance_direction: "gt_to_pred" (each kept ground-truth vertex to the predicted surface),
+            "pred_to_gt" or "symmetric".
+        aggregation: "mean" (mean distance per sample, then mean over samples) or
+            "rmse_mean_std" (RMSE per sample, then mean ± std over samples).
+        pose_metrics: report camera translation/rotation and reprojection errors when given.
+        yaw_bins: |yaw| bin edges for per-bin aggregates.
+        bootstrap_resamples, bootstrap_seed: percentile bootstrap of each mean (95% CI).
+    """
+
+    name: str
+    version: str
+    description: str
+    reimplements: str = ""
+    dataset_kind: str = "synthetic"
+    topology: str = "corresponding"
+    alignment: str = "none"
+    landmarks: str = "ibug68"
+    icp: str = "none"
+    icp_scale: bool = False
+    icp_max_iterations: int = 50
+    icp_tolerance: float = 1e-6
+    icp_max_correspondence_mm: float = 10.0
+    crop_center: str | None = None
+    crop_radius_mm: float | None = None
+    distance_direction: str = "gt_to_pred"
+    aggregation: str = "mean"
+    pose_metrics: bool = True
+    yaw_bins: tuple[float, ...] = DEFAULT_YAW_BINS
+    bootstrap_resamples: int = 2000
+    bootstrap_seed: int = 0
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "topology": ("corresponding", "scan"),
+            "alignment": ("none", "rigid", "similarity"),
+            "icp": ("none", "point_to_plane", "point_to_point"),
+            "distance_direction": ("gt_to_pred", "pred_to_gt", "symmetric"),
+            "aggregation": ("mean", "rmse_mean_std"),
+            "dataset_kind": ("synthetic", "micc", "facewarehouse"),
+        }
+        for field, values in allowed.items():
+            if getattr(self, field) not in values:
+                raise ValueError(f"protocol {self.name}: {field} must be one of {values}, got {getattr(self, field)!r}")
+        if self.topology == "scan" and self.alignment == "none":
+            raise ValueError(f"protocol {self.name}: a scan protocol needs an alignment")
+        if list(self.yaw_bins) != sorted(self.yaw_bins) or len(self.yaw_bins) < 2:
+            raise ValueError(f"protocol {self.name}: yaw_bins must be increasing edges")
+
+    @property
+    def id(self) -> str:
+        """``name@version``, the key of leaderboard rows."""
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every parameter, JSON-serializable (stored in each summary.json)."""
+        data = dataclasses.asdict(self)
+        data["yaw_bins"] = list(self.yaw_bins)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown protocol fields: {sorted(unknown)}")
+        data = dict(data)
+        if "yaw_bins" in data:
+            data["yaw_bins"] = tuple(data["yaw_bins"])
+        return cls(**data)
+
+
+SYNTHETIC = Protocol(
+    name="synthetic",
+    version="1.0",
+    description=(
+        "Corresponding topology on facebench synthetic data: mean per-vertex Euclidean distance between "
+        "predicted and ground-truth vertices in the head frame (no alignment), camera translation error "
+        "(cm), rotation error (degrees) and reprojection error (pixels) when poses are submitted; errors "
+        "binned by |yaw|."
+    ),
+    reimplements="Ramon et al. 2019, Sec. 5 (synthetic evaluation)",
+)
+
+SYNTHETIC_SCAN = Protocol(
+    name="synthetic-scan",
+    version="1.0",
+    description=(
+        "Synthetic ground truth treated as a scan: similarity from the 68 iBUG landmarks (Umeyama, "
+        "reflections refused), point-to-plane ICP with scale refinement, then the distance from every "
+        "ground-truth vertex to the predicted surface (closest point on triangles), mean per sample."
+    ),
+    topology="scan",
+    alignment="similarity",
+    icp="point_to_plane",
+    icp_scale=True,
+    icp_max_iterations=50,
+    icp_tolerance=1e-7,
+    icp_max_correspondence_mm=10.0,
+    pose_metrics=False,
+)
+
+MICC_RAMON2019 = Protocol(
+    name="micc-ramon2019",
+    version="0.1",
+    description=(
+        "MICC Florence, Indoor-Cooperative video, the most frontal frame listed by Ramon et al.; similarity "
+        "from the 4 annotated scan vertices (right/left eye lacrimal, nose base, lips central), ICP, mean "
+        "distance from scan vertices to the predicted surface. Parameters to be confirmed by the real-dataset "
+        "adapter (see benchmark/micc-ramon2019.md)."
+    ),
+    reimplements="Ramon et al. 2019, Table 3 (MICC)",
+    dataset_kind="micc",
+    topology="scan",
+    alignment="similarity",
+    landmarks="micc4",
+    icp="point_to_plane",
+    icp_scale=True,
+    pose_metrics=False,
+)
+
+FACEWAREHOUSE_RAMON2019 = Protocol(
+    name="facewarehouse-ramon2019",
+    version="0.1",
+    description=(
+        "FaceWarehouse neutral expression (pose_0), similarity from the 6 template vertices of Ramon et al., "
+        "ICP with scale; FaceWarehouse units are not metric: errors are put in mm by the dataset's "
+        "scale (see benchmark/facewarehouse-ramon2019.md)."
+    ),
+    reimplements="Ramon et al. 2019, Table 3 (FaceWarehouse)",
+    dataset_kind="facewarehouse",
+    topology="scan",
+    alignment="similarity",
+    landmarks="facewarehouse6",
+    icp="point_to_plane",
+    icp_scale=True,
+    pose_metrics=False,
+)
+
+MICC_95MM = Protocol(
+    name="micc-95mm",
+    version="0.1",
+    description=(
+        "MICC Florence, the common variant: crop the scan to a 95 mm sphere around the nose tip, "
+        "point-to-plane ICP, per-subject RMSE, then mean ± std over subjects (as Deep3DFaceRecon's "
+        "authors describe it)."
+    ),
+    reimplements="Deng et al. 2019 (Deep3DFaceRecon) evaluation on MICC, as described",
+    dataset_kind="micc",
+    topology="scan",
+    alignment="similarity",
+    landmarks="micc4",
+    icp="point_to_plane",
+    icp_scale=True,
+    crop_center="nose_tip",
+    crop_radius_mm=95.0,
+    aggregation="rmse_mean_std",
+    pose_metrics=False,
+)
+
+PRESETS: dict[str, Protocol] = {
+    p.name: p for p in (SYNTHETIC, SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM)
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """The preset protocol called ``name`` (see :data:`PRESETS`)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise FacebenchError(f"unknown protocol {name!r}; known: {', '.join(PRESETS)}") from None
