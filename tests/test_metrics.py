@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -83,5 +85,5 @@ def test_protocols_round_trip_and_validate():
         Protocol(name="x", version="1", description="", topology="scan")
     with pytest.raises(ValueError, match="alignment"):
         Protocol(name="x", version="1", description="", alignment="affine")
-    with pytest.raises(Exception):
-        get_protocol("synthetic").version = "2"  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_protocol("synthetic").version = "2"
