@@ -13,6 +13,7 @@ import click
 
 from facebench import __version__
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
 
 
@@ -24,6 +25,7 @@ def main(debug: bool) -> None:
 
 
 main.add_command(models)
+main.add_command(leaderboard)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
