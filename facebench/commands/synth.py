@@ -1,0 +1,150 @@
+"""``facebench synth ...``: generate synthetic 3DMM render datasets, inspect, show and merge them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facebench.commands.base import FacebenchGroup
+from facebench.errors import FacebenchError
+
+
+@click.group(cls=FacebenchGroup)
+def synth() -> None:
+    """Synthetic datasets: generate, info, show, merge."""
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return int(index), int(count)
+    except ValueError:
+        raise FacebenchError(f"--shard expects I/N (e.g. 3/8), got {text!r}") from None
+
+
+@synth.command("generate")
+@click.option("--n", "n", type=int, required=True, help="Number of samples (mirror rows come on top).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output dataset file (.h5).")
+@click.option("--model", "model_name", default="synthetic", show_default=True, help="Model name (facebench models list).")
+@click.option("--model-path", type=click.Path(path_type=Path), default=None, help="Model file or folder.")
+@click.option("--landmarks", "landmark_mapping", type=click.Path(path_type=Path), default=None,
+              help="eos ibug_to_*.txt mapping for models without landmarks.")
+@click.option("--set", "model_settings", multiple=True, metavar="KEY=VALUE", help="Model loader option, repeatable.")
+@click.option("--size", type=int, default=224, show_default=True, help="Image width = height, pixels.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--angles", default="uniform", show_default=True,
+              help="Angle distribution: uniform (in ±max), ramon2019, frontal.")
+@click.option("--yaw-max", type=float, default=None, help="Degrees (uniform; default 60).")
+@click.option("--pitch-max", type=float, default=None, help="Degrees (uniform; default 20).")
+@click.option("--roll-max", type=float, default=None, help="Degrees (uniform; default 10).")
+@click.option("--distance", type=float, default=600.0, show_default=True, help="Camera distance, mm.")
+@click.option("--focal", type=float, default=None, help="Focal length, pixels (default: the face fills the image).")
+@click.option("--identity-dims", type=int, default=None, help="Non-zero identity modes (default: all).")
+@click.option("--expression-dims", type=int, default=None, help="Non-zero expression modes (default: all).")
+@click.option("--reflectance-dims", type=int, default=None, help="Non-zero reflectance modes (default: all).")
+@click.option("--neutral", is_flag=True, help="Zero expression.")
+@click.option("--symmetrize", is_flag=True, help="Also write each sample's mirror image.")
+@click.option("--background", default="plain:0,0,0", show_default=True, help="plain:R,G,B (linear, 0..1) or noise.")
+@click.option("--identities", type=int, default=None, help="Number of subjects (default: one per sample).")
+@click.option("--split", default=None, help="Train/val/test percentages by subject, e.g. 70/10/20.")
+@click.option("--shard", default=None, metavar="I/N", help="Write only the I-th (0-based) of N shards.")
+@click.option("--shards", type=int, default=None, help="Write N shard files (in parallel with --workers).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Images per rasterizer call.")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the renderer (cpu, cuda).")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def synth_generate(n, out, model_name, model_path, landmark_mapping, model_settings, size, seed, angles, yaw_max,
+                   pitch_max, roll_max, distance, focal, identity_dims, expression_dims, reflectance_dims, neutral,
+                   symmetrize, background, identities, split, shard, shards, workers, batch_size, device, overwrite):
+    """Render N samples of a face model into a facebench dataset file."""
+    from tqdm import tqdm
+
+    from facebench.commands.models import _load_model
+    from facebench.datasets.synthetic import GeneratorSettings, generate
+
+    settings = GeneratorSettings(
+        n=n, size=size, seed=seed, angles=angles, yaw_max=yaw_max, pitch_max=pitch_max, roll_max=roll_max,
+        distance=distance, focal=focal, identity_dims=identity_dims, expression_dims=expression_dims,
+        reflectance_dims=reflectance_dims, neutral=neutral, symmetrize=symmetrize, background=background,
+        identities=identities, split=split,
+    )
+    if n < 1:  # before loading a model
+        raise FacebenchError(f"--n must be >= 1, got {n}")
+    if shard is not None and shards is not None:
+        raise FacebenchError("give --shard I/N or --shards N, not both")
+    model = _load_model(model_name, model_path, landmark_mapping, None, model_settings)
+    spec = {"name": model_name, "path": None if model_path is None else str(model_path),
+            "options": list(model_settings)}
+    with tqdm(desc="rendering", unit="img", disable=None) as bar:
+        def set_total(count: int) -> None:
+            bar.total = count
+            bar.refresh()
+
+        summary = generate(settings, out, model=model, model_spec=spec, shard=_parse_shard(shard), shards=shards,
+                           workers=workers, overwrite=overwrite, batch_size=batch_size, device=device,
+                           progress=bar.update, total=set_total)
+    names = ", ".join(str(p) for p in summary.paths)
+    click.echo(f"wrote {summary.rows} images to {names} in {summary.seconds:.1f} s "
+               f"({summary.images_per_second:.1f} images/s)")
+
+
+@synth.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def synth_info(path, as_json) -> None:
+    """Counts, settings and the angle histogram of a dataset file."""
+    import json
+
+    from facebench.datasets.dataset_file import dataset_summary
+
+    summary = dataset_summary(path)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key in ("path", "samples", "originals", "mirrors", "subjects", "image_size", "vertices", "faces",
+                "landmarks", "model", "model_version", "seed", "split", "rows", "shard"):
+        if key in summary:
+            click.echo(f"{key:<14} {summary[key]}")
+    if summary.get("settings"):
+        click.echo("settings:")
+        for key, value in summary["settings"].items():
+            click.echo(f"  {key:<18} {value}")
+    for name, rows in summary["histograms"].items():
+        click.echo(f"{name} histogram (degrees):")
+        top = max([row["count"] for row in rows] + [1])
+        for k, row in enumerate(rows):
+            bar = "#" * round(40 * row["count"] / top)
+            close = "]" if k == len(rows) - 1 else ")"
+            click.echo(f"  [{row['low']:6.1f}, {row['high']:6.1f}{close} {row['count']:7d} {bar}")
+
+
+@synth.command("show")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output PNG.")
+@click.option("--count", type=click.IntRange(1, 64), default=8, show_default=True, help="Samples shown.")
+@click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First row shown.")
+def synth_show(path, out, count, start) -> None:
+    """A contact sheet: images with landmarks, reflectance images, masks."""
+    from facebench.datasets.contact_sheet import contact_sheet
+
+    written = contact_sheet(path, out, count=count, start=start)
+    click.echo(f"wrote {written}")
+
+
+@synth.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Merged dataset file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def synth_merge(shards, out, overwrite) -> None:
+    """Join shard files of one run into one dataset file (a copy)."""
+    from facebench.datasets.synthetic import merge_shards
+
+    if Path(out).exists() and not overwrite:
+        raise FacebenchError(f"{out}: exists already (use --overwrite to replace it)")
+    merged = merge_shards(list(shards), out, overwrite=overwrite)
+    click.echo(f"merged {len(shards)} shards into {merged}")
