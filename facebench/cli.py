@@ -15,6 +15,7 @@ from facebench import __version__
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
+from facebench.commands.submission import submission
 from facebench.commands.synth import synth
 
 
@@ -28,6 +29,7 @@ def main(debug: bool) -> None:
 main.add_command(models)
 main.add_command(leaderboard)
 main.add_command(synth)
+main.add_command(submission)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -200,6 +200,7 @@ class FaceDataset:
                 if version != VERSION:
                     raise InputFileError(self.path, f"unsupported dataset version {version}")
                 self.n = int(f["ids"].shape[0])
+                self.n_vertices = int(f["vertices"].shape[1]) if "vertices" in f else 0
                 self.faces = f["faces"][()]
                 self.landmark_indices = f["landmark_indices"][()]
                 self.shared_K = f["K"][()] if f["K"].ndim == 2 else None
@@ -238,6 +239,13 @@ class FaceDataset:
         if name in COEFFICIENT_FIELDS and name not in self.fields:
             return self._h5()["coefficients"][name][()]
         return self._h5()[name][()]
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` of one per-sample field (e.g. ``"vertices"``, ``"t"``), or of a
+        coefficient space (``"identity"``...), without touching the other fields."""
+        f = self._h5()
+        source = f["coefficients"][name] if name in self.coefficient_fields and name not in f else f[name]
+        return source[start:stop]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -self.n <= index < self.n:

@@ -1,0 +1,157 @@
+"""Example submissions written from a dataset: golden fixtures and sanity baselines.
+
+Three kinds, all HDF5 submissions on the dataset's topology (no ``faces``; the dataset's
+``landmark_indices``; poses ``q``, ``t`` always written):
+
+==========  ================  =====================================================================
+kind        ``method``        content
+==========  ================  =====================================================================
+``gt``      ``oracle-gt``     the ground truth itself (vertices, true q and t): scores 0 everywhere
+``mean``    ``mean-shape``    one mean shape for every sample, at the true pose (see below)
+``noisy``   ``noisy-oracle``  ground truth + i.i.d. Gaussian noise of std ``noise_mm`` per
+                              coordinate; q rotated by exactly ``pose_noise_deg`` about a random
+                              axis of the head frame (``q̂ = q ⊗ δ``, so every rotation error is
+                              ``pose_noise_deg``); t + Gaussian noise of std
+                              ``translation_noise_mm`` per coordinate (0 by default)
+==========  ================  =====================================================================
+
+**The mean shape** is the face model's mean when the dataset's ``model`` attribute names a model
+that :func:`facebench.models.load` opens without a path (the built-in ``synthetic``, or a cached
+``ict``) and that is the same model (``model_digest`` attribute equal to the model's digest, or
+else the same ``model_version``) with the dataset's vertex count; otherwise (real scans, models read from
+user files) it is the average of the dataset's ground-truth vertices. The file's ``mean_source``
+attribute records which (``"model:<name>"`` or ``"dataset-average"``). The model's mean is the
+honest baseline (it uses no test data); the dataset average is the fallback that works for any
+dataset with a shared topology.
+
+Noise is drawn from ``numpy.random.default_rng(seed)`` in sample order, so a template is a
+deterministic function of (dataset, kind, parameters, seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from facebench.benchmark.submission import SubmissionWriter
+from facebench.conventions import quat_canonical, quat_multiply
+from facebench.errors import FacebenchError, InputFileError
+
+__all__ = ["KINDS", "METHODS", "write_template", "mean_shape", "rotation_noise"]
+
+KINDS = ("gt", "mean", "noisy")
+METHODS = {"gt": "oracle-gt", "mean": "mean-shape", "noisy": "noisy-oracle"}
+
+
+def rotation_noise(n: int, angle_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """``(n,4)`` unit quaternions rotating by exactly ``angle_deg`` about uniform random axes."""
+    axes = rng.standard_normal((n, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    half = np.deg2rad(angle_deg) / 2.0
+    return np.concatenate([np.full((n, 1), np.cos(half)), np.sin(half) * axes], axis=1)
+
+
+def _dataset_average(f: h5py.File, chunk_size: int) -> np.ndarray:
+    """Mean of the ground-truth ``vertices (N,V,3)`` over samples, ``(V,3)`` float64 mm."""
+    vertices = f["vertices"]
+    total = np.zeros(vertices.shape[1:], np.float64)
+    for start in range(0, vertices.shape[0], chunk_size):
+        total += vertices[start:start + chunk_size].astype(np.float64).sum(axis=0)
+    return total / vertices.shape[0]
+
+
+def _same_model(model, attrs: dict) -> bool:
+    """Whether ``model`` is the one the dataset was generated with (digest, else version)."""
+    if attrs.get("model_digest"):
+        return str(attrs["model_digest"]) == model.digest()
+    wanted = attrs.get("model_version")
+    return wanted is None or str(wanted) == str(model.version)
+
+
+def mean_shape(dataset, *, chunk_size: int = 256) -> tuple[np.ndarray, str]:
+    """The mean shape of ``dataset`` (see the module doc) and its source.
+
+    Args:
+        dataset: a :class:`facebench.datasets.dataset_file.FaceDataset`.
+
+    Returns:
+        ``((V,3) float64 mm head frame, "model:<name>" | "dataset-average")``.
+    """
+    with h5py.File(dataset.path, "r") as f:
+        n_vertices = int(f["vertices"].shape[1])
+        name = dataset.attrs.get("model")
+        if isinstance(name, str) and name:
+            from facebench.models import load
+
+            try:
+                model = load(name)
+            except (FacebenchError, OSError, ValueError):
+                model = None
+            if model is not None and model.mean.shape == (n_vertices, 3) and _same_model(model, dataset.attrs):
+                return np.asarray(model.mean, np.float64), f"model:{name}"
+        return _dataset_average(f, chunk_size), "dataset-average"
+
+
+def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: float = 1.0,
+                   pose_noise_deg: float = 2.0, translation_noise_mm: float = 0.0, seed: int = 0,
+                   chunk_size: int = 256, overwrite: bool = True) -> Path:
+    """Write an example submission of ``kind`` (``gt``, ``mean`` or ``noisy``) for a dataset.
+
+    Args:
+        dataset_path: the dataset file (or an open :class:`FaceDataset`).
+        kind: see the module table.
+        out_path: the ``.h5`` to write (atomically: it appears complete or not at all).
+        noise_mm: ``noisy``: std of the vertex noise per coordinate, mm.
+        pose_noise_deg: ``noisy``: rotation error of every sample, degrees.
+        translation_noise_mm: ``noisy``: std of the translation noise per coordinate, mm.
+        seed: ``noisy``: random seed.
+        chunk_size: samples read and written at a time.
+        overwrite: False refuses an existing ``out_path``.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        FacebenchError: unknown kind, negative noise; InputFileError: unreadable dataset, or an
+            existing ``out_path`` with ``overwrite=False``.
+    """
+    from facebench.datasets.dataset_file import FaceDataset
+
+    if kind not in KINDS:
+        raise FacebenchError(f"unknown template kind {kind!r}; one of {', '.join(KINDS)}")
+    if min(noise_mm, pose_noise_deg, translation_noise_mm) < 0:
+        raise FacebenchError("noise levels must be >= 0")
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise InputFileError(out_path, "exists already")
+    dataset = dataset_path if isinstance(dataset_path, FaceDataset) else FaceDataset(dataset_path)
+    ids = dataset.ids
+    q_all = np.asarray(dataset.array("q"), np.float64)
+    t_all = np.asarray(dataset.array("t"), np.float64)
+    attrs = {"template_kind": kind, "source_dataset": dataset.path.name}
+    mean = None
+    if kind == "mean":
+        mean, attrs["mean_source"] = mean_shape(dataset, chunk_size=chunk_size)
+    if kind == "noisy":
+        attrs.update(noise_mm=noise_mm, pose_noise_deg=pose_noise_deg, translation_noise_mm=translation_noise_mm,
+                     seed=seed)
+    rng = np.random.default_rng(seed)
+    with h5py.File(dataset.path, "r") as f:
+        gt = f["vertices"]
+        with SubmissionWriter(out_path, n=len(ids), n_vertices=gt.shape[1], method=METHODS[kind],
+                              landmark_indices=dataset.landmark_indices, with_pose=True, attrs=attrs) as writer:
+            for start in range(0, len(ids), chunk_size):
+                stop = min(start + chunk_size, len(ids))
+                q, t = q_all[start:stop], t_all[start:stop]
+                if kind == "mean":
+                    vertices = np.broadcast_to(mean, (stop - start, *mean.shape))
+                else:
+                    vertices = gt[start:stop].astype(np.float64)
+                if kind == "noisy":
+                    vertices = vertices + rng.normal(0.0, noise_mm, vertices.shape)
+                    q = quat_canonical(quat_multiply(q, rotation_noise(stop - start, pose_noise_deg, rng)))
+                    t = t + rng.normal(0.0, translation_noise_mm, t.shape)
+                writer.write(start, ids=ids[start:stop], vertices=vertices, q=q, t=t)
+    return out_path
