@@ -47,6 +47,7 @@ class Protocol:
         icp_scale: refine scale during ICP (similarity protocols).
         icp_max_iterations, icp_tolerance: ICP convergence (relative RMSE change).
         icp_max_correspondence_mm: correspondence distance cut-off during ICP.
+        icp_max_points: ICP uses at most this many ground-truth points (fixed-seed subset); None: all.
         crop_center: "nose_tip" (iBUG 31 of the ground truth) or None.
         crop_radius_mm: radius of the ground-truth crop sphere, None for no crop.
         distance_direction: "gt_to_pred" (each kept ground-truth vertex to the predicted surface),
@@ -71,6 +72,7 @@ class Protocol:
     icp_max_iterations: int = 50
     icp_tolerance: float = 1e-6
     icp_max_correspondence_mm: float = 10.0
+    icp_max_points: int | None = 5000
     crop_center: str | None = None
     crop_radius_mm: float | None = None
     distance_direction: str = "gt_to_pred"

@@ -1,0 +1,146 @@
+"""Per-scan time of the scan protocol: landmark fit + ICP + cropped scan-to-surface distances.
+
+Ground truth: a random face of the procedural model (fixed seeds), midpoint-subdivided once
+(57,681 vertices, 114,400 triangles). Prediction: another topology and another shape: the ground
+truth's coefficients plus noise (0.3 std), subdivided and then decimated by open3d's
+``simplify_quadric_decimation`` to 60,000 triangles (~30k vertices), moved by a random similarity
+(scale 0.8–1.2, rotation up to 30°, 100 mm shift); its 68 landmarks are its own landmark positions.
+Protocol: similarity, landmarks + point-to-plane ICP (scale loop), 95 mm sphere around the nose
+tip, distances from each kept ground-truth vertex to the predicted surface.
+
+Every scan pays for its own prediction (BVH build and ICP target), as in scoring. Prints the
+median time per phase over the scans, and, as same-run references on the same cropped points:
+a naive exact closest point (numpy, every triangle, on a subset, extrapolated) and a KD-tree
+vertex-to-vertex distance (scipy ``cKDTree``: build + query; not a surface distance, biased up).
+
+    python benchmarks/bench_scan_protocol.py [--scans 5] [--repeats 3] [--threads 2] [--icp-points 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def faces_for(mesh) -> np.ndarray:
+    return np.asarray(mesh.triangles, dtype=np.int64)
+
+
+def make_scan(model, rng: np.random.Generator):
+    """Ground truth (57k vertices), prediction (~30k vertices, other topology) and their landmarks."""
+    import open3d as o3d
+    from scipy.spatial.transform import Rotation
+
+    identity = rng.standard_normal(model.n_identity)
+    expression = 0.7 * rng.standard_normal(model.n_expression)
+    gt_coarse = model.shape(identity, expression).astype(np.float64)
+    gt_mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(gt_coarse),
+                                        o3d.utility.Vector3iVector(np.array(model.faces, dtype=np.int32)))
+    gt_mesh = gt_mesh.subdivide_midpoint(1)
+    gt_landmarks = gt_coarse[model.landmark_indices]
+
+    pred_coarse = model.shape(identity + 0.3 * rng.standard_normal(model.n_identity),
+                              expression + 0.3 * rng.standard_normal(model.n_expression)).astype(np.float64)
+    pred_mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(pred_coarse),
+                                          o3d.utility.Vector3iVector(np.array(model.faces, dtype=np.int32)))
+    pred_mesh = pred_mesh.subdivide_midpoint(1).simplify_quadric_decimation(60_000)
+    axis = rng.standard_normal(3)
+    rotation = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(rng.uniform(0, 30))).as_matrix()
+    scale = rng.uniform(0.8, 1.2)
+    shift = rng.standard_normal(3)
+    shift *= 100.0 / np.linalg.norm(shift)
+
+    def move(x):
+        return scale * x @ rotation.T + shift
+
+    return {
+        "gt_vertices": np.asarray(gt_mesh.vertices), "gt_faces": faces_for(gt_mesh), "gt_landmarks": gt_landmarks,
+        "pred_vertices": move(np.asarray(pred_mesh.vertices)), "pred_faces": faces_for(pred_mesh),
+        "pred_landmarks": move(pred_coarse[model.landmark_indices]),
+    }
+
+
+def brute_force_distances(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Naive exact point-to-surface distance: every point against every triangle (numpy, chunked)."""
+    from facebench.benchmark.surface_distance import closest_points_on_triangles
+
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    out = np.empty(len(points))
+    for i, p in enumerate(points):
+        q = np.broadcast_to(p, a.shape)
+        out[i] = np.sqrt(np.min(np.sum((closest_points_on_triangles(q, a, b, c) - q) ** 2, axis=1)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for open3d (default: as set)")
+    parser.add_argument("--brute-points", type=int, default=100)
+    parser.add_argument("--icp-points", type=int, default=5000, help="ScanAlignmentParams.icp_max_points")
+    args = parser.parse_args()
+    if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by open3d's OpenMP at import
+
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    import facebench.models as fm
+    from facebench.benchmark.align import ScanAlignmentParams, align_and_measure
+
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    model = fm.load("synthetic")
+    rng = np.random.default_rng(2024)
+    scans = [make_scan(model, rng) for _ in range(args.scans)]
+    params = ScanAlignmentParams(with_scale=True, icp=True, method="point_to_plane", crop_radius_mm=95.0,
+                                 icp_max_points=args.icp_points)
+    print(f"ground truth {len(scans[0]['gt_vertices'])} vertices / {len(scans[0]['gt_faces'])} triangles; "
+          f"prediction ~{len(scans[0]['pred_vertices'])} vertices / {len(scans[0]['pred_faces'])} triangles; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} cores")
+    print(f"protocol: {params}")
+
+    align_and_measure(**scans[0], params=params)  # warm-up (imports, first BVH)
+    phases: dict[str, list[float]] = {}
+    results = []
+    for scan in scans:
+        for _ in range(args.repeats):
+            result = align_and_measure(**scan, params=params)
+            for name, seconds in result.timings.items():
+                phases.setdefault(name, []).append(seconds)
+        results.append(result)
+    print(f"\nper scan (median of {args.scans} scans x {args.repeats} repeats), ms:")
+    for name, values in phases.items():
+        print(f"  {name:<10} {1000 * np.median(values):8.1f}")
+    for i, r in enumerate(results):
+        print(f"  scan {i}: kept {len(r.gt_indices)} gt vertices, mean {r.mean_mm:.3f} mm, median "
+              f"{r.median_mm:.3f} mm, scale {r.similarity.s:.4f}, scale steps {r.icp.scale_steps}, "
+              f"fitness {r.icp.fitness:.3f}")
+
+    # same-run references on the last scan's aligned, cropped points
+    scan, r = scans[-1], results[-1]
+    points = r.similarity.inverse().apply(scan["gt_vertices"][r.gt_indices])  # in the prediction's frame
+    ours = r.gt_distances / r.similarity.s
+    subset = np.random.default_rng(0).choice(len(points), size=min(args.brute_points, len(points)), replace=False)
+    start = time.perf_counter()
+    brute = brute_force_distances(points[subset], scan["pred_vertices"], scan["pred_faces"])
+    brute_s = (time.perf_counter() - start) * len(points) / len(subset)
+    start = time.perf_counter()
+    kd, _ = cKDTree(scan["pred_vertices"]).query(points)
+    kd_s = time.perf_counter() - start
+    distance_s = float(np.median(phases["distance"]))
+    total_s = float(np.median(phases["total"]))
+    print(f"\nreferences on {len(points)} cropped points (prediction frame):")
+    print(f"  ours, distance phase       {1000 * distance_s:9.1f} ms   (whole scan {1000 * total_s:.1f} ms)")
+    print(f"  naive brute force (exact)  {1000 * brute_s:9.1f} ms   extrapolated from {len(subset)} points; "
+          f"x{brute_s / distance_s:.0f} our distance phase, x{brute_s / total_s:.0f} our whole scan; "
+          f"max |ours - brute| {np.abs(ours[subset] - brute).max():.2e} mm")
+    print(f"  KD-tree vertex-to-vertex   {1000 * kd_s:9.1f} ms   x{kd_s / distance_s:.2f} our distance phase; "
+          f"its mean {kd.mean() * r.similarity.s:.3f} mm vs surface {r.mean_mm:.3f} mm (biased up)")
+
+
+if __name__ == "__main__":
+    main()
