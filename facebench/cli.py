@@ -13,8 +13,10 @@ import click
 
 from facebench import __version__
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.baselines import baselines
 from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
+from facebench.commands.score import score_command
 from facebench.commands.submission import submission
 from facebench.commands.synth import synth
 
@@ -30,6 +32,8 @@ main.add_command(models)
 main.add_command(leaderboard)
 main.add_command(synth)
 main.add_command(submission)
+main.add_command(score_command)
+main.add_command(baselines)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

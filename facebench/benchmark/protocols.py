@@ -147,7 +147,7 @@ SYNTHETIC_SCAN = Protocol(
     icp="point_to_plane",
     icp_scale=True,
     icp_max_iterations=50,
-    icp_tolerance=1e-7,
+    icp_tolerance=1e-5,
     icp_max_correspondence_mm=10.0,
     pose_metrics=False,
 )

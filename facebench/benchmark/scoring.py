@@ -1,0 +1,371 @@
+"""Scoring a submission against a dataset under a protocol: evaluate → accumulate → summarize.
+
+:func:`score` is the library entry point: it validates the submission (an invalid one raises
+:class:`~facebench.benchmark.validation.InvalidSubmission` carrying the full report), computes the
+per-sample metrics of DESIGN.md, aggregates them (mean, median, std and a bootstrap 95 % CI of each
+mean, overall and per |yaw| bin), and returns a :class:`ScoreResult`; it prints nothing.
+:func:`write_results` writes ``per_sample.csv``, ``summary.json`` and ``per_vertex.npz`` atomically.
+
+Corresponding-topology protocols compare vertex n with vertex n in the head frame, in chunks of
+samples (vectorized). Scan protocols align each prediction onto its ground truth (landmark
+similarity, ICP; never a reflection) and measure ground-truth-to-surface distances, one sample at a
+time; a failure in one sample (e.g. degenerate landmarks) marks that sample unscored with its
+reason and never stops the others. Missing predictions are never scored as zero: they lower the
+completion rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facebench import __version__
+from facebench.atomic import atomic_path
+from facebench.benchmark import metrics
+from facebench.benchmark.protocols import Protocol
+from facebench.datasets.dataset_file import FaceDataset
+from facebench.errors import FacebenchError
+
+RESULTS_FORMAT = "facebench-results"
+RESULTS_VERSION = 1
+
+#: Metric keys of corresponding-topology protocols (pose metrics only when poses are given).
+POSE_METRICS = ("translation_cm", "rotation_deg", "reprojection_px")
+#: Extra per-sample statistics of scan protocols.
+SCAN_METRICS = ("median_mm", "rmse_mm")
+
+#: Store the full (N, V) per-vertex error matrix only up to this many entries.
+MAX_DENSE_PER_VERTEX = 20_000_000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    """Everything one score produces (what :func:`write_results` writes).
+
+    Attributes:
+        summary: the ``summary.json`` content (see the README, "Results").
+        per_sample: one row per dataset id: ``id, scored, error, yaw, pitch, roll, yaw_bin`` and
+            one column per metric key (NaN where not scored or not applicable).
+        per_vertex: arrays of ``per_vertex.npz`` (mean per-vertex error, counts, faces, mean shape;
+            dense or ragged per-sample distances).
+    """
+
+    summary: dict[str, Any]
+    per_sample: pd.DataFrame
+    per_vertex: dict[str, np.ndarray]
+
+    @property
+    def metric_keys(self) -> list[str]:
+        return list(self.summary["metrics"])
+
+
+def file_sha256(path: str | Path, block: int = 8 << 20) -> str:
+    """sha256 of a file (or of a folder's files, sorted by relative path)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(block), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def score(
+    dataset_path: str | Path,
+    submission_path: str | Path,
+    protocol: Protocol,
+    *,
+    method: str | None = None,
+    chunk_size: int = 256,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score ``submission_path`` against ``dataset_path`` under ``protocol``.
+
+    Args:
+        dataset_path: a facebench dataset file (``*.h5``).
+        submission_path: an HDF5 submission, a folder of meshes with ``manifest.json``, or a zip.
+        protocol: e.g. ``get_protocol("synthetic")``.
+        method: name of the method (default: the submission's ``method`` attribute).
+        chunk_size: samples per vectorized step (corresponding topology).
+        progress: optional ``callback(done, total)``.
+
+    Raises:
+        InvalidSubmission: the submission failed validation (``error.report`` has every problem).
+        FacebenchError: the dataset does not suit the protocol.
+    """
+    from facebench.benchmark.submission import load_submission
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dataset = FaceDataset(dataset_path)
+    _check_dataset(dataset, protocol)
+    topology = "dataset" if protocol.topology == "corresponding" else "any"
+    with load_submission(submission_path, dataset, topology=topology) as submission:
+        timings["validate"] = time.perf_counter() - t0
+        method = method or submission.method or "unnamed"
+        t1 = time.perf_counter()
+        if protocol.topology == "corresponding":
+            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress)
+        else:
+            values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress)
+        timings["evaluate"] = time.perf_counter() - t1
+        submission_info = {
+            "path": str(submission_path),
+            "sha256": submission.sha256,
+            "format": submission.kind,
+            "has_pose": bool(submission.has_pose),
+            "warnings": [p.message for p in submission.report.warnings][:50],
+        }
+    t2 = time.perf_counter()
+    per_sample = _per_sample_table(dataset, values, errors, protocol)
+    summary = _summarize(dataset, per_sample, protocol, method, submission_info, values)
+    timings["summarize"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    summary["timings_s"] = timings
+    return ScoreResult(summary=summary, per_sample=per_sample, per_vertex=per_vertex)
+
+
+def _check_dataset(dataset: FaceDataset, protocol: Protocol) -> None:
+    kind = dataset.attrs.get("dataset_kind", "synthetic")
+    if kind != protocol.dataset_kind:
+        raise FacebenchError(
+            f"protocol {protocol.name} scores {protocol.dataset_kind} datasets, but {dataset.path} is {kind!r}"
+        )
+
+
+# ---------------------------------------------------------------------------- evaluate
+def _evaluate_corresponding(dataset: FaceDataset, submission, protocol: Protocol, chunk_size: int,
+                            progress: Progress | None):
+    n, V = len(dataset), dataset.n_vertices
+    keys = ["shape_mm", *(POSE_METRICS if protocol.pose_metrics and submission.has_pose else ())]
+    values = {key: np.full(n, np.nan) for key in keys}
+    sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
+    dense = np.full((n, V), np.nan, np.float16) if n * V <= MAX_DENSE_PER_VERTEX else None
+    shared_K = dataset.shared_K
+    samples = iter(submission.samples(chunk_size=chunk_size))
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        chunk = [next(samples) for _ in range(start, stop)]
+        present = np.array([s.vertices is not None for s in chunk])
+        if not present.any():
+            _report(progress, stop, n)
+            continue
+        rows = np.flatnonzero(present)
+        gt = dataset.read("vertices", start, stop)[rows].astype(np.float64)
+        pred = np.stack([chunk[i].vertices for i in rows]).astype(np.float64)
+        errors = metrics.per_vertex_error_mm(gt, pred)
+        index = start + rows
+        values["shape_mm"][index] = errors.mean(axis=1)
+        sum_per_vertex += errors.sum(axis=0)
+        count += len(rows)
+        if dense is not None:
+            dense[index] = errors.astype(np.float16)
+        if "rotation_deg" in values:
+            posed = np.array([chunk[i].q is not None and chunk[i].t is not None for i in rows])
+            if posed.any():
+                sel = rows[posed]
+                q = dataset.read("q", start, stop)[sel]
+                t = dataset.read("t", start, stop)[sel]
+                q_hat = np.stack([chunk[i].q for i in sel])
+                t_hat = np.stack([chunk[i].t for i in sel])
+                K = shared_K if shared_K is not None else dataset.read("K", start, stop)[sel]
+                at = start + sel
+                values["translation_cm"][at] = metrics.translation_error_cm(t, t_hat)
+                values["rotation_deg"][at] = metrics.rotation_error_deg(q, q_hat)
+                values["reprojection_px"][at] = metrics.reprojection_error_px(
+                    gt[posed], q, t, pred[posed], q_hat, t_hat, K)
+        _report(progress, stop, n)
+    per_vertex = _per_vertex_common(dataset, sum_per_vertex, count)
+    if dense is not None:
+        per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
+        per_vertex["distances"] = dense
+    return values, per_vertex, {}
+
+
+def _scan_params(protocol: Protocol):
+    from facebench.benchmark.align import ScanAlignmentParams
+
+    return ScanAlignmentParams(
+        with_scale=protocol.alignment == "similarity",
+        init="landmarks",
+        icp=protocol.icp != "none",
+        method=protocol.icp if protocol.icp != "none" else "point_to_plane",
+        max_iterations=protocol.icp_max_iterations,
+        tolerance=protocol.icp_tolerance,
+        max_correspondence_mm=protocol.icp_max_correspondence_mm,
+        icp_max_points=protocol.icp_max_points,
+        crop_center=protocol.crop_center or "nose_tip",
+        crop_radius_mm=protocol.crop_radius_mm,
+        direction=protocol.distance_direction,
+    )
+
+
+def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None):
+    from facebench.benchmark.align import AlignmentError, align_and_measure
+
+    params = _scan_params(protocol)
+    n, V = len(dataset), dataset.n_vertices
+    values = {key: np.full(n, np.nan) for key in ("shape_mm", *SCAN_METRICS)}
+    errors: dict[int, str] = {}
+    sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
+    offsets, vertex_indices, distances = [0], [], []
+    landmark_indices = dataset.landmark_indices
+    for i, sample in enumerate(submission.samples()):
+        kept = 0
+        if sample.vertices is not None:
+            gt = dataset.read("vertices", i, i + 1)[0].astype(np.float64)
+            gt_landmarks = np.where((landmark_indices >= 0)[:, None], gt[np.maximum(landmark_indices, 0)], np.nan)
+            try:
+                if sample.landmarks is None:
+                    raise AlignmentError("the submission gives no landmarks for this prediction")
+                result = align_and_measure(sample.vertices, sample.faces, sample.landmarks, gt, dataset.faces,
+                                           gt_landmarks, params)
+            except (AlignmentError, ValueError) as error:
+                errors[i] = str(error)
+            else:
+                values["shape_mm"][i] = result.mean_mm
+                values["median_mm"][i] = result.median_mm
+                values["rmse_mm"][i] = result.rmse_mm
+                if result.gt_distances is not None:
+                    sum_per_vertex[result.gt_indices] += result.gt_distances
+                    count[result.gt_indices] += 1
+                    vertex_indices.append(result.gt_indices.astype(np.int32))
+                    distances.append(result.gt_distances.astype(np.float32))
+                    kept = len(result.gt_indices)
+        offsets.append(offsets[-1] + kept)
+        _report(progress, i + 1, n)
+    per_vertex = _per_vertex_common(dataset, sum_per_vertex, count)
+    per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
+    per_vertex["offsets"] = np.asarray(offsets, np.int64)
+    per_vertex["vertex_indices"] = np.concatenate(vertex_indices) if vertex_indices else np.zeros(0, np.int32)
+    per_vertex["distances"] = np.concatenate(distances) if distances else np.zeros(0, np.float32)
+    return values, per_vertex, errors
+
+
+def _per_vertex_common(dataset: FaceDataset, sums: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
+    n = len(dataset)
+    mean_vertices = np.zeros((dataset.n_vertices, 3))
+    for start in range(0, n, 512):
+        mean_vertices += dataset.read("vertices", start, min(start + 512, n)).astype(np.float64).sum(axis=0)
+    mean_vertices /= max(n, 1)
+    return {
+        "mean_per_vertex": mean.astype(np.float32),
+        "count": count,
+        "faces": np.asarray(dataset.faces, np.int32),
+        "mean_vertices": mean_vertices.astype(np.float32),
+    }
+
+
+def _report(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+# ---------------------------------------------------------------------------- accumulate
+def _per_sample_table(dataset: FaceDataset, values: dict[str, np.ndarray], errors: dict[int, str],
+                      protocol: Protocol) -> pd.DataFrame:
+    n = len(dataset)
+    yaw, pitch, roll = (dataset.read(k) if k in dataset.fields else np.full(n, np.nan)
+                        for k in ("yaw", "pitch", "roll"))
+    table = pd.DataFrame({"id": dataset.ids})
+    table["scored"] = np.isfinite(values["shape_mm"])
+    table["error"] = [errors.get(i, "") for i in range(n)]
+    table["yaw"], table["pitch"], table["roll"] = yaw, pitch, roll
+    table["yaw_bin"] = metrics.yaw_bin_labels(yaw, protocol.yaw_bins) if np.isfinite(yaw).all() else ""
+    for key, column in values.items():
+        table[key] = column
+    return table
+
+
+# ---------------------------------------------------------------------------- summarize
+def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, method: str,
+               submission_info: dict, values: dict[str, np.ndarray]) -> dict[str, Any]:
+    n_expected = len(table)
+    n_scored = int(table["scored"].sum())
+    resamples, seed = protocol.bootstrap_resamples, protocol.bootstrap_seed
+    summary_metrics = {key: metrics.describe(table[key], resamples=resamples, seed=seed) for key in values}
+    bins: dict[str, dict[str, Any]] = {}
+    if (table["yaw_bin"] != "").all():
+        for key in values:
+            bins[key] = {
+                label: metrics.describe(group[key], resamples=resamples, seed=seed)
+                for label, group in table.groupby("yaw_bin", sort=False)
+            }
+    summary = {
+        "format": RESULTS_FORMAT,
+        "version": RESULTS_VERSION,
+        "method": method,
+        "protocol": protocol.to_dict(),
+        "protocol_id": protocol.id,
+        "dataset": {
+            "path": str(dataset.path),
+            "name": dataset.path.stem,
+            "sha256": file_sha256(dataset.path),
+            "n": n_expected,
+            "model": dataset.attrs.get("model"),
+            "model_version": dataset.attrs.get("model_version"),
+        },
+        "submission": submission_info,
+        "facebench_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "n_expected": n_expected,
+        "n_scored": n_scored,
+        "completion": n_scored / n_expected if n_expected else 0.0,
+        "n_failed": int((table["error"] != "").sum()),
+        "metrics": summary_metrics,
+        "bins": bins,
+        "bin_edges_yaw_deg": list(protocol.yaw_bins),
+    }
+    if protocol.aggregation == "rmse_mean_std" and "rmse_mm" in summary_metrics:
+        summary["headline"] = {"metric": "rmse_mm", "mean": summary_metrics["rmse_mm"]["mean"],
+                               "std": summary_metrics["rmse_mm"]["std"]}
+    else:
+        summary["headline"] = {"metric": "shape_mm", "mean": summary_metrics["shape_mm"]["mean"],
+                               "std": summary_metrics["shape_mm"]["std"]}
+    return summary
+
+
+# ---------------------------------------------------------------------------- write
+def write_results(result: ScoreResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``summary.json``, ``per_sample.csv`` and ``per_vertex.npz`` into ``out_dir``, each
+    atomically (``summary.json`` last, so a folder with a summary is complete)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "per_sample": out_dir / "per_sample.csv",
+        "per_vertex": out_dir / "per_vertex.npz",
+        "summary": out_dir / "summary.json",
+    }
+    with atomic_path(paths["per_sample"]) as tmp:
+        result.per_sample.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(paths["per_vertex"], suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **result.per_vertex)
+    with atomic_path(paths["summary"]) as tmp:
+        tmp.write_text(json.dumps(result.summary, indent=2, allow_nan=False, default=_json_default) + "\n")
+    return paths
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
