@@ -14,6 +14,7 @@ import click
 from facebench import __version__
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.baselines import baselines
+from facebench.commands.demo import demo_command
 from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
 from facebench.commands.score import score_command
@@ -34,6 +35,7 @@ main.add_command(synth)
 main.add_command(submission)
 main.add_command(score_command)
 main.add_command(baselines)
+main.add_command(demo_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

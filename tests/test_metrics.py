@@ -54,6 +54,7 @@ def test_reprojection_error_hand_computed():
 def test_yaw_bins():
     labels = metrics.yaw_bin_labels([0, -14.9, 15, 44, -59.99, 60, 90, 95], (0, 15, 30, 45, 60, 90))
     assert labels == ["[0,15)", "[0,15)", "[15,30)", "[30,45)", "[45,60)", "[60,90]", "[60,90]", "out"]
+    assert metrics.yaw_bin_names((0, 15, 30, 45, 60, 90)) == ["[0,15)", "[15,30)", "[30,45)", "[45,60)", "[60,90]"]
 
 
 def test_bootstrap_ci_contains_the_mean_and_is_deterministic():

@@ -48,12 +48,19 @@ def reprojection_error_px(vertices, q, t, predicted, q_hat, t_hat, K) -> np.ndar
     return np.linalg.norm(gt - pred, axis=-1).mean(axis=-1)
 
 
-def yaw_bin_labels(yaw_deg, edges) -> list[str]:
-    """Label ``"[a,b)"`` of the |yaw| bin of each sample (the last bin is closed: ``[a,b]``);
-    ``"out"`` for |yaw| beyond the last edge."""
+def yaw_bin_names(edges) -> list[str]:
+    """Bin labels in increasing order: ``"[a,b)"``, the last one closed ``"[a,b]"``."""
     edges = np.asarray(edges, np.float64)
     names = [f"[{edges[i]:g},{edges[i + 1]:g})" for i in range(len(edges) - 2)]
     names.append(f"[{edges[-2]:g},{edges[-1]:g}]")
+    return names
+
+
+def yaw_bin_labels(yaw_deg, edges) -> list[str]:
+    """Label (see :func:`yaw_bin_names`) of the |yaw| bin of each sample; ``"out"`` for |yaw|
+    beyond the last edge."""
+    edges = np.asarray(edges, np.float64)
+    names = yaw_bin_names(edges)
     yaw = np.abs(np.asarray(yaw_deg, np.float64))
     index = np.searchsorted(edges, yaw, side="right") - 1
     index = np.where(yaw == edges[-1], len(edges) - 2, index)

@@ -302,11 +302,11 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
     summary_metrics = {key: metrics.describe(table[key], resamples=resamples, seed=seed) for key in values}
     bins: dict[str, dict[str, Any]] = {}
     if (table["yaw_bin"] != "").all():
+        groups = dict(tuple(table.groupby("yaw_bin", sort=False)))
+        order = [name for name in (*metrics.yaw_bin_names(protocol.yaw_bins), "out") if name in groups]
         for key in values:
-            bins[key] = {
-                label: metrics.describe(group[key], resamples=resamples, seed=seed)
-                for label, group in table.groupby("yaw_bin", sort=False)
-            }
+            bins[key] = {label: metrics.describe(groups[label][key], resamples=resamples, seed=seed)
+                         for label in order}
     summary = {
         "format": RESULTS_FORMAT,
         "version": RESULTS_VERSION,
