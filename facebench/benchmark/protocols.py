@@ -159,7 +159,7 @@ MICC_RAMON2019 = Protocol(
         "MICC Florence, Indoor-Cooperative video, the most frontal frame listed by Ramon et al.; similarity "
         "from the 4 annotated scan vertices (right/left eye lacrimal, nose base, lips central), ICP, mean "
         "distance from scan vertices to the predicted surface. Parameters to be confirmed by the real-dataset "
-        "adapter (see benchmark/micc-ramon2019.md)."
+        "adapter (see benchmark/real-data-presets.md)."
     ),
     reimplements="Ramon et al. 2019, Table 3 (MICC)",
     dataset_kind="micc",
@@ -177,7 +177,7 @@ FACEWAREHOUSE_RAMON2019 = Protocol(
     description=(
         "FaceWarehouse neutral expression (pose_0), similarity from the 6 template vertices of Ramon et al., "
         "ICP with scale; FaceWarehouse units are not metric: errors are put in mm by the dataset's "
-        "scale (see benchmark/facewarehouse-ramon2019.md)."
+        "scale (see benchmark/real-data-presets.md)."
     ),
     reimplements="Ramon et al. 2019, Table 3 (FaceWarehouse)",
     dataset_kind="facewarehouse",
