@@ -20,6 +20,7 @@ from facebench.commands.models import models
 from facebench.commands.score import score_command
 from facebench.commands.submission import submission
 from facebench.commands.synth import synth
+from facebench.commands.train import predict_command, train_command
 
 
 @click.group(cls=FacebenchGroup)
@@ -36,6 +37,8 @@ main.add_command(submission)
 main.add_command(score_command)
 main.add_command(baselines)
 main.add_command(demo_command)
+main.add_command(train_command)
+main.add_command(predict_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,231 @@
+"""Run a trained regressor on a dataset: checkpoints, the dataset's face model, submissions.
+
+- :func:`load_checkpoint` reads a training checkpoint (``RUN/model.pt`` or ``RUN/best.pt``) with
+  ``torch.load(..., weights_only=True)`` — it holds state dicts and plain config only.
+- :func:`model_for_dataset` loads the face model a dataset file names (attrs ``model``,
+  ``model_spec``) and checks its digest against the file's ``model_digest``.
+- :func:`regressor_from_checkpoint` rebuilds the :class:`~facebench.baselines.regressor.Regressor`
+  from the checkpoint's config and the dataset's model (FacebenchError on another architecture or
+  another face model).
+- :func:`iterate_predictions` yields predictions batch by batch; :func:`predict` writes them as an
+  HDF5 submission (``vertices``, ``q``, ``t``, the dataset's ``landmark_indices``) that
+  ``facebench score`` takes; :func:`evaluate` returns the mean validation metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facebench.errors import FacebenchError, InputFileError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "load_checkpoint",
+    "model_for_dataset",
+    "regressor_from_checkpoint",
+    "resolve_device",
+    "iterate_predictions",
+    "evaluate",
+    "predict",
+]
+
+CHECKPOINT_FORMAT = "facebench-regressor-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``; FacebenchError for an unknown name or CUDA when none is present."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise FacebenchError(f"unknown device {device!r}: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise FacebenchError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    return resolved
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a regressor checkpoint with ``weights_only=True``; InputFileError (one line) when the
+    file is missing, unreadable, or not a facebench regressor checkpoint of a known version."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - truncated files, pickles of other classes...
+        raise InputFileError(path, f"not a checkpoint readable with weights_only=True ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise InputFileError(path, "not a facebench regressor checkpoint (no format "
+                                   f"{CHECKPOINT_FORMAT!r})")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise InputFileError(path, f"unsupported checkpoint version {checkpoint.get('version')!r}")
+    for key in ("config", "regressor"):
+        if not isinstance(checkpoint.get(key), dict):
+            raise InputFileError(path, f"checkpoint lacks {key!r}")
+    if not isinstance(checkpoint["config"].get("regressor"), dict):
+        raise InputFileError(path, "checkpoint lacks the regressor configuration")
+    return checkpoint
+
+
+def model_for_dataset(dataset, model_path: str | Path | None = None):
+    """The face model a dataset file was made with.
+
+    ``dataset``: a :class:`~facebench.datasets.dataset_file.FaceDataset`. Loads
+    ``facebench.models.load(attrs["model"], path)`` with ``path`` = ``model_path`` or the
+    ``model_spec`` attribute's path; checks ``model_digest`` (when the file has one) and the vertex
+    count. InputFileError when the file names no model or the model differs.
+    """
+    from facebench.models import load
+
+    attrs = dataset.attrs
+    name = attrs.get("model")
+    if not isinstance(name, str) or not name:
+        raise InputFileError(dataset.path, "the dataset names no face model (attribute 'model'); "
+                                           "the regressor needs the model's identity space")
+    spec = attrs.get("model_spec") if isinstance(attrs.get("model_spec"), dict) else {}
+    path = model_path if model_path is not None else spec.get("path")
+    model = load(name, path)
+    _check_model(dataset, model)
+    return model
+
+
+def _check_model(dataset, model) -> None:
+    digest = dataset.attrs.get("model_digest")
+    if isinstance(digest, str) and digest and digest != model.digest():
+        raise InputFileError(dataset.path, f"made with another {model.name!r} model (digest {digest[:12]}, "
+                                           f"loaded {model.digest()[:12]})")
+    if dataset.n_vertices != model.n_vertices:
+        raise InputFileError(dataset.path, f"vertices have {dataset.n_vertices} vertices but model "
+                                           f"{model.name!r} has {model.n_vertices}")
+
+
+def regressor_from_checkpoint(checkpoint: dict[str, Any], model, *, path: str | Path | None = None):
+    """The :class:`Regressor` of ``checkpoint`` with its trained weights, for ``model``.
+
+    FacebenchError (one line, naming ``path``) when the checkpoint's face model differs from
+    ``model`` or its weights do not fit the architecture its config describes.
+    """
+    from facebench.baselines.regressor import Regressor
+
+    where = f"{path}: " if path is not None else ""
+    try:
+        regressor = Regressor.from_config(checkpoint["config"]["regressor"], model)
+    except (FacebenchError, KeyError, TypeError, ValueError) as error:
+        raise FacebenchError(f"{where}{error}") from None
+    try:
+        regressor.load_state_dict(checkpoint["regressor"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0] if first else "mismatch"
+        raise FacebenchError(f"{where}weights do not match the {regressor.encoder_name} regressor "
+                             f"architecture ({detail[:160]})") from None
+    return regressor
+
+
+def _check_image_size(dataset, regressor) -> None:
+    size = dataset.attrs.get("image_size")
+    if size is not None and tuple(int(s) for s in size) != tuple(regressor.image_size):
+        raise InputFileError(dataset.path, f"images are {size[0]}x{size[1]} px but the regressor was built for "
+                                           f"{regressor.image_size[0]}x{regressor.image_size[1]}")
+
+
+def iterate_predictions(regressor, dataset_path: str | Path, *, device="cpu", batch_size: int = 32,
+                        workers: int = 0) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
+    """Yield ``(batch, prediction)`` over a dataset file in order, in eval mode without gradients.
+
+    ``batch``: the collated :class:`TorchFaceDataset` items (CPU tensors: ``index``, ``vertices``,
+    ``q``, ``t``, ``K``...); ``prediction``: numpy float64 ``vertices (b, V, 3)`` mm,
+    ``q (b, 4)`` unit, ``t (b, 3)`` mm, ``identity (b, k)``.
+    """
+    from torch.utils.data import DataLoader
+
+    from facebench.datasets.dataset_file import TorchFaceDataset
+
+    device = resolve_device(device)
+    data = TorchFaceDataset(dataset_path)
+    _check_image_size(data.reader, regressor)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    was_training = regressor.training
+    regressor.eval()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                out = regressor(batch["image"].to(device, non_blocking=True))
+                yield batch, {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+    finally:
+        regressor.train(was_training)
+
+
+def evaluate(regressor, dataset_path: str | Path, *, device="cpu", batch_size: int = 32,
+             workers: int = 0) -> dict[str, float]:
+    """Mean metrics of ``regressor`` on a dataset (``facebench.benchmark.metrics``):
+    ``shape_mm`` (corresponding topology, head frame), ``translation_cm``, ``rotation_deg``,
+    ``reprojection_px``; NaN where the prediction is not finite."""
+    from facebench.benchmark import metrics
+
+    values: dict[str, list[np.ndarray]] = {"shape_mm": [], "translation_cm": [], "rotation_deg": [],
+                                           "reprojection_px": []}
+    for batch, pred in iterate_predictions(regressor, dataset_path, device=device, batch_size=batch_size,
+                                           workers=workers):
+        x, q, t, K = (batch[k].double().numpy() for k in ("vertices", "q", "t", "K"))
+        values["shape_mm"].append(metrics.shape_error_mm(x, pred["vertices"]))
+        values["translation_cm"].append(metrics.translation_error_cm(t, pred["t"]))
+        values["rotation_deg"].append(metrics.rotation_error_deg(q, pred["q"]))
+        values["reprojection_px"].append(metrics.reprojection_error_px(x, q, t, pred["vertices"], pred["q"],
+                                                                       pred["t"], K))
+    return {k: float(np.mean(np.concatenate(v))) for k, v in values.items()}
+
+
+def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, device="cpu", batch_size: int = 32,
+            workers: int = 0, method: str | None = None, model=None, model_path: str | Path | None = None,
+            overwrite: bool = False) -> Path:
+    """Write the predictions of a trained regressor on ``dataset`` as an HDF5 submission.
+
+    Args:
+        checkpoint: ``RUN/model.pt`` or ``RUN/best.pt`` (read with ``weights_only=True``).
+        dataset: a facebench dataset file made with the face model the regressor was trained on.
+        out: the submission (``.h5``), written atomically: ``ids``, ``vertices (N,V,3)`` float32 mm
+            head frame, ``q (N,4)`` unit, ``t (N,3)`` mm, the dataset's ``landmark_indices``;
+            attrs ``method`` (default: the run's), ``checkpoint_epoch``, ``encoder``, ``loss``.
+        model: the face model (default: loaded from the dataset's attributes).
+        overwrite: replace an existing ``out``.
+
+    Returns:
+        ``out`` as a Path. Raises InputFileError / FacebenchError (one line) on bad input.
+    """
+    from facebench.benchmark.submission import SubmissionWriter
+    from facebench.datasets.dataset_file import FaceDataset
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputFileError(out, "exists already (use --overwrite to replace it)")
+    if batch_size < 1:
+        raise FacebenchError(f"--batch must be >= 1, got {batch_size}")
+    device = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    reader = FaceDataset(dataset)
+    if model is None:
+        model = model_for_dataset(reader)
+    else:
+        _check_model(reader, model)
+    regressor = regressor_from_checkpoint(ckpt, model, path=checkpoint).to(device)
+    _check_image_size(reader, regressor)
+    ids = reader.ids
+    run = ckpt["config"]
+    attrs = {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "encoder": regressor.encoder_name,
+             "loss": str(run.get("train", {}).get("loss", "")), "model": model.name}
+    with SubmissionWriter(out, n=len(ids), n_vertices=model.n_vertices, method=method or run.get("method", "regressor"),
+                          landmark_indices=reader.landmark_indices, with_pose=True, attrs=attrs) as writer:
+        for batch, pred in iterate_predictions(regressor, dataset, device=device, batch_size=batch_size,
+                                               workers=workers):
+            index = batch["index"].numpy()
+            start = int(index[0])
+            writer.write(start, ids=[ids[i] for i in index], vertices=pred["vertices"], q=pred["q"], t=pred["t"])
+    return out
