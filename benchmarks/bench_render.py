@@ -5,6 +5,8 @@ Renders 224×224 images of a ~60k-triangle displaced grid shaped like the front 
 images/s of ``rasterize`` + ``interpolate`` (3 channels) on the CPU with 1 and 2 torch threads
 (with and without back-face culling), on CUDA when available, and, as a same-run reference, an
 open3d ``RaycastingScene`` render of the same images (scene build + one ray per pixel centre).
+Each line gives the overall rate and the per-call median and best (other processes on the
+machine slow some calls: compare medians, and note the load average printed around the runs).
 
     python benchmarks/bench_render.py [--batch 16] [--seconds 3]
 """
@@ -12,7 +14,10 @@ open3d ``RaycastingScene`` render of the same images (scene build + one ray per 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,14 +54,33 @@ def camera_vertices(vertices: np.ndarray, batch: int) -> torch.Tensor:
     return torch.tensor(cam, dtype=torch.float32)
 
 
-def rate(fn, images_per_call: int, seconds: float) -> float:
-    """Images per second of ``fn`` (after one warm-up call)."""
+def rate(fn, images_per_call: int, seconds: float) -> Rate:
+    """Images per second of ``fn`` over ``seconds`` (after one warm-up call): overall mean and
+    per-call median and best (the median resists load from other processes)."""
     fn()
-    count, start = 0, time.perf_counter()
+    times, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
         fn()
-        count += images_per_call
-    return count / (time.perf_counter() - start)
+        times.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    return Rate(
+        mean=images_per_call * len(times) / total,
+        median=images_per_call / statistics.median(times),
+        best=images_per_call / min(times),
+    )
+
+
+@dataclass
+class Rate:
+    """Images per second."""
+
+    mean: float
+    median: float
+    best: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:7.1f} images/s (per call: median {self.median:7.1f}, best {self.best:7.1f})"
 
 
 def torch_render(cam, faces, K, cull, sync=None):
@@ -100,26 +124,28 @@ def main() -> None:
     coverage = rasterize(cam, faces, K, SIZE, SIZE).mask.float().mean().item()
     print(f"mesh: {len(vertices)} vertices, {len(faces_np)} triangles; {SIZE}x{SIZE}, "
           f"batch {args.batch}, coverage {coverage:.2f}")
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     results = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for cull in (True, False):
             value = rate(torch_render(cam, faces, K, cull), args.batch, args.seconds)
-            results[(threads, cull)] = value
-            print(f"torch CPU, {threads} thread(s), cull_backfaces={cull}: {value:7.1f} images/s")
+            results[(threads, cull)] = value.median
+            print(f"torch CPU, {threads} thread(s), cull_backfaces={cull}: {value}")
     if torch.cuda.is_available():
         cam_gpu, faces_gpu = cam.cuda(), faces.cuda()
         for cull in (True, False):
             value = rate(torch_render(cam_gpu, faces_gpu, K, cull, torch.cuda.synchronize), args.batch, args.seconds)
-            print(f"torch CUDA ({torch.cuda.get_device_name()}), cull_backfaces={cull}: {value:7.1f} images/s")
+            print(f"torch CUDA ({torch.cuda.get_device_name()}), cull_backfaces={cull}: {value}")
     try:
         reference = rate(open3d_render(cam, faces_np, K), args.batch, args.seconds)
     except ImportError:
         print("open3d not installed: no reference")
         return
-    print(f"open3d RaycastingScene (build + cast per image): {reference:7.1f} images/s")
+    print(f"open3d RaycastingScene (build + cast per image): {reference}")
     best = max(results.values())
-    print(f"ratio best torch CPU / open3d: {best / reference:.2f}")
+    print(f"ratio best torch CPU / open3d (medians): {best / reference.median:.2f}")
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

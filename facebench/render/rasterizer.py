@@ -27,36 +27,35 @@ Rules
 - **Visibility**: nearest surface wins (largest ``1/Z`` at the pixel centre, which is affine in
   screen space); exact depth ties go to the lower face index. The depth test and the face id
   come from one ``scatter_reduce(amax)`` on an int64 key (float32 bits of ``1/Z`` in the high 32
-  bits, the face index in the low bits).
+  bits, the reversed flat triangle index ``B*F - 1 - (b*F + f)`` in the low bits).
 - **Gradients**: the visible face of each pixel is chosen without gradient; barycentrics and
   depth are then recomputed for the chosen faces with differentiable torch ops (ray/triangle
   intersection through the pixel centre), so gradients flow to the vertex positions through
   :attr:`Fragments.bary` and :attr:`Fragments.depth` (coverage itself is not differentiable).
 
-Algorithm (why it is fast in pure torch): triangles are projected, culled and clipped to their
-pixel bounding box; triangles covering no pixel centre are dropped at once (most triangles of a
-dense mesh at a small resolution). The rest are bucketed by bounding-box size into square
-power-of-two stencils (1×1, 2×2, 4×4, …) evaluated by broadcasting, so every candidate pixel costs
-a few fused element-wise operations and one scatter. The B images are processed in one flat pass.
+Algorithm (why it is fast in pure torch): a classification pass projects the triangles of all B
+images, culls them and clips them to their pixel bounding box; triangles covering no pixel centre
+are dropped (most triangles of a dense mesh at a small resolution). One sort groups the rest by
+bounding-box size rounded up to powers of two per axis (1×1, 1×2, 2×1, 2×2, 4×2, …); each group
+is evaluated on a rectangular stencil of its size by broadcasting, so every candidate pixel costs
+a few element-wise operations and one scatter. The CPU is memory-bound here: every pass works on
+cache-sized chunks, and the large per-call work buffers are kept and reused across calls (per
+thread, on the CPU; about 60 bytes per triangle of a call, e.g. 58 MB for 16 images of 60k
+triangles). The visible faces' barycentrics and depth are computed in chunks as well.
 """
 
 from __future__ import annotations
 
+import math
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
 
 __all__ = ["Fragments", "rasterize", "as_batched_intrinsics"]
 
-# Which vertex starts / ends the edge opposite vertex i (edge i runs from vertex J[i] to K[i]).
-_EDGE_START = (1, 2, 0)
-_EDGE_END = (2, 0, 1)
-# Rows of the packed per-triangle table (see _triangle_setup).
-_A, _B, _UA, _VA, _THR = 0, 3, 6, 9, 12  # first of three rows each (edges 0, 1, 2)
-_P, _Q, _R = 15, 16, 17
-_XMIN, _XMAX, _YMIN, _YMAX = 18, 19, 20, 21
 # Which int32 word of an int64 holds its low bits.
 _LOW_WORD = 0 if sys.byteorder == "little" else 1
 
@@ -89,6 +88,9 @@ class Fragments:
     packed_depth: torch.Tensor
     packed_vertex_ids: torch.Tensor
     packed_image: torch.Tensor
+    #: ``(V, (N, 3) int)``: vertex indices into the flattened ``(B*V)`` vertices, pixel-major
+    #: (set by :func:`rasterize`, used by :func:`~facebench.render.interpolate`).
+    _flat_vertex_ids: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -100,16 +102,17 @@ class Fragments:
         """``(B, H, W, 3)`` perspective-correct barycentrics at pixel centres (3D barycentrics
         of the point where the pixel ray meets the triangle), weights of the three vertices
         ``faces[face_id]``; zero for background. Differentiable w.r.t. the vertices."""
-        out = self.packed_bary.new_zeros(3, self.face_id.numel())
-        out = out.index_copy(1, self.pix_index, self.packed_bary)
-        return out.T.reshape(*self.shape, 3)
+        out = self.packed_bary.new_zeros(self.face_id.numel(), 3)
+        out.index_copy_(0, self.pix_index, self.packed_bary.T)
+        return out.view(*self.shape, 3)
 
     @cached_property
     def depth(self) -> torch.Tensor:
         """``(B, H, W)`` camera-frame Z in mm of the visible surface at the pixel centre; ``0``
         for background. Differentiable w.r.t. the vertices."""
         out = self.packed_depth.new_zeros(self.face_id.numel())
-        return out.index_copy(0, self.pix_index, self.packed_depth).reshape(self.shape)
+        out.index_copy_(0, self.pix_index, self.packed_depth)
+        return out.view(self.shape)
 
 
 def as_batched_intrinsics(K, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -169,182 +172,260 @@ def rasterize(
 
 
 # ---------------------------------------------------------------------------- no-grad pass
-def _project(vertices: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Flat pixel coordinates ``u, v`` and depth ``z``, each ``(B*V,)``, of camera-frame vertices."""
+#: Work-chunk sizes: triangles per block of the classification pass and per chunk of the
+#: evaluation pass, and candidate pixels per evaluation chunk. Small enough for every
+#: element-wise operation to run in the CPU cache (the work is memory-bound), large enough to
+#: amortize the per-operation overhead.
+_TRIANGLE_CHUNK = 1 << 17
+_CANDIDATE_CHUNK = 1 << 18
+#: Bucket code of triangles that cover no pixel centre (sorts after every real bucket).
+_NO_BUCKET = (1 << 15) - 1
+#: Rows of the per-triangle table filled by the classification pass (corners sorted by vertex
+#: index): pixel coordinates and 1/Z of the three corners.
+_U, _V, _IZ = 0, 3, 6  # first of three rows each (corners 0, 1, 2)
+_ROWS = 9
+
+
+_workspace = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """An uninitialized work tensor; on the CPU the storage is kept (per thread) and reused by
+    the next call, which saves the page faults of fresh large allocations (the CUDA caching
+    allocator already reuses memory)."""
+    numel = math.prod(shape)
+    if torch.device(device).type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device)
+    store = _workspace.__dict__
+    cached = store.get(name)
+    if cached is None or cached.dtype != dtype or cached.numel() < numel:
+        cached = store[name] = torch.empty(numel, dtype=dtype)
+    return cached[:numel].view(shape)
+
+
+def _project(vertices: torch.Tensor, K: torch.Tensor, near: float) -> tuple[torch.Tensor, ...]:
+    """Pixel coordinates ``u, v`` and inverse depth ``1/z``, each ``(B, V)``, of camera-frame
+    vertices; ``u`` is NaN for vertices nearer than ``near`` (their triangles get no bbox)."""
     x, y, z = vertices.unbind(-1)  # (B, V)
     x = x / z
     y = y / z
     k = K[:, None]
     u = k[..., 0, 0] * x + k[..., 0, 1] * y + k[..., 0, 2]
     v = k[..., 1, 1] * y + k[..., 1, 2]
-    return u.reshape(-1), v.reshape(-1), z.reshape(-1)
+    u = torch.where(z >= near, u, torch.nan)
+    return u, v, 1.0 / z
 
 
 def _blocks(batch: int, n_faces: int, size: int):
-    """``(b0, b1, f0, f1)`` blocks of about ``size`` triangles: whole images, or face ranges."""
+    """``(b0, b1, f0, f1)`` blocks of about ``size`` triangles: whole images, or face ranges.
+    The triangles ``b*F + f`` of a block are contiguous."""
     if n_faces >= size:
         for b in range(batch):
             for f0 in range(0, n_faces, size):
                 yield b, b + 1, f0, min(n_faces, f0 + size)
     else:
-        step = max(1, size // n_faces)
+        step = max(1, size // max(n_faces, 1))
         for b0 in range(0, batch, step):
             yield b0, min(batch, b0 + step), 0, n_faces
 
 
-def _candidate_triangles(u, v, z, corners, height, width, cull_backfaces, near):
-    """Triangles (flat indices over B*F) that may cover a pixel centre, with their corners.
-
-    Returns ``index (T,)`` sorted by bucket, ``counts`` (triangles per bucket: bucket L uses a
-    ``2^L × 2^L`` stencil), ``U, V, Z`` each ``(3, T)`` (corner-major), ``area2 (T,)`` (the
-    signed doubled pixel area ``(u1-u0)(v2-v0) - (v1-v0)(u2-u0)``) and the pixel bbox ``(4, T)``.
-    """
-    n = corners.shape[1]
-    flat = corners.reshape(-1)
-    U = u.index_select(0, flat).view(3, n)
-    V = v.index_select(0, flat).view(3, n)
-    Z = z.index_select(0, flat).view(3, n)
-    area2 = (U[1] - U[0]) * (V[2] - V[0]) - (V[1] - V[0]) * (U[2] - U[0])
-    umin = torch.minimum(torch.minimum(U[0], U[1]), U[2]).clamp_(min=0).ceil_()
-    umax = torch.maximum(torch.maximum(U[0], U[1]), U[2]).clamp_(max=width - 1).floor_()
-    vmin = torch.minimum(torch.minimum(V[0], V[1]), V[2]).clamp_(min=0).ceil_()
-    vmax = torch.maximum(torch.maximum(V[0], V[1]), V[2]).clamp_(max=height - 1).floor_()
-    zmin = torch.minimum(torch.minimum(Z[0], Z[1]), Z[2])
-    valid = (umin <= umax) & (vmin <= vmax) & (zmin >= near)
-    valid &= (area2 < 0) if cull_backfaces else (area2 != 0)
-    valid &= torch.isfinite(area2)
-    # Bucket by the larger side of the pixel bounding box, rounded up to a power of two, and
-    # order the kept triangles by bucket (each bucket is then one contiguous slice).
-    side = torch.maximum(umax - umin, vmax - vmin).clamp_(min=0) + 1
-    bucket = torch.where(valid, torch.ceil(torch.log2(side)), -1.0).to(torch.int8)
-    levels = int(bucket.max()) + 1 if bucket.numel() else 0
-    parts = [(bucket == level).nonzero().squeeze(1) for level in range(levels)]
-    counts = [p.numel() for p in parts]
-    index = torch.cat(parts) if parts else valid.nonzero().squeeze(1)
-    return (
-        index,
-        counts,
-        U.index_select(1, index),
-        V.index_select(1, index),
-        Z.index_select(1, index),
-        area2.index_select(0, index),
-        torch.stack((umin, umax, vmin, vmax)).index_select(1, index),
-    )
-
-
-def _triangle_setup(U, V, Z, vertex_ids, area2, bbox):
-    """Packed per-triangle table ``(22, T)``: edge functions, thresholds, 1/Z plane, pixel bbox.
-
-    Rows: ``A_0..2, B_0..2, ua_0..2, va_0..2, thr_0..2, P, Q, R, xmin, xmax, ymin, ymax``.
-    Edge ``i`` (opposite corner i, from corner ``i+1`` to ``i+2``) has the edge function
-    ``w_i(x, y) = A_i (x - ua_i) + B_i (y - va_i)``, positive inside, where ``a = (ua, va)`` is
-    the edge's endpoint of lower vertex index: both triangles sharing an edge evaluate it with
-    the same operands, so they see bit-identical values of opposite sign (negation is exact),
-    and it is exactly 0 at both endpoints (the two products are exact negatives), so a vertex
-    on a pixel centre is handled by the tie rule too. The threshold is 0 for top-left edges
-    (``w >= 0`` covers) and the smallest normal float otherwise (``w >= tiny`` is ``w > 0``: a
-    non-zero edge function of pixel-scale inputs is never sub-normal).
-    ``1/Z = P x + Q y + R`` in pixel coordinates.
-    """
-    orient = torch.where(area2 > 0, 1.0, -1.0).to(U.dtype)  # ±1 exact: inside positive
-    tiny = torch.tensor(torch.finfo(U.dtype).tiny, dtype=U.dtype, device=U.device)
-    zero = torch.zeros((), dtype=U.dtype, device=U.device)
-    inv_z = (1.0 / Z) / area2.abs()  # (3, T)
-    A, B, UA, VA, thr = [], [], [], [], []
-    for i in range(3):
-        j, k = _EDGE_START[i], _EDGE_END[i]
-        swap = vertex_ids[j] > vertex_ids[k]
-        ua, ub = torch.where(swap, U[k], U[j]), torch.where(swap, U[j], U[k])
-        va, vb = torch.where(swap, V[k], V[j]), torch.where(swap, V[j], V[k])
-        sign = torch.where(swap, -orient, orient)
-        A.append((va - vb) * sign)
-        B.append((ub - ua) * sign)
-        UA.append(ua)
-        VA.append(va)
-        # Edge direction in the positive orientation (clockwise on the displayed image, y down).
-        ex, ey = (U[k] - U[j]) * orient, (V[k] - V[j]) * orient
-        top_left = (ey < 0) | ((ey == 0) & (ex > 0))
-        thr.append(torch.where(top_left, zero, tiny))
-    C = [-(A[i] * UA[i] + B[i] * VA[i]) for i in range(3)]
-    P = A[0] * inv_z[0] + A[1] * inv_z[1] + A[2] * inv_z[2]
-    Q = B[0] * inv_z[0] + B[1] * inv_z[1] + B[2] * inv_z[2]
-    R = C[0] * inv_z[0] + C[1] * inv_z[1] + C[2] * inv_z[2]
-    return torch.stack((*A, *B, *UA, *VA, *thr, P, Q, R, *bbox.unbind(0)))
-
-
-#: Work-chunk sizes: small enough for the allocator to recycle buffers (large fresh allocations
-#: cost page faults that dominate element-wise work on the CPU), large enough to amortize the
-#: per-operation overhead.
-_TRIANGLE_CHUNK = 1 << 18
-_CANDIDATE_CHUNK = 1 << 20
-
-
 def _visible_faces(vertices, faces, K, height, width, cull_backfaces, near) -> torch.Tensor:
-    """Face id ``(B*H*W,)`` long (``-1`` background) of the nearest covering triangle."""
-    batch, n_vertices = vertices.shape[:2]
-    n_faces = faces.shape[0]
-    device = vertices.device
-    u, v, z = _project(vertices, K)
-    faces_t = faces.T.contiguous()
-    best = torch.zeros(batch * height * width, dtype=torch.int64, device=device)
-    for b0, b1, f0, f1 in _blocks(batch, n_faces, _TRIANGLE_CHUNK):
-        images = torch.arange(b0, b1, device=device)
-        corners = (faces_t[:, None, f0:f1] + (images * n_vertices)[:, None]).reshape(3, -1)
-        index, counts, U, V, Z, area2, bbox = _candidate_triangles(
-            u, v, z, corners, height, width, cull_backfaces, near
-        )
-        if index.numel() == 0:
-            continue
-        vertex_ids = corners.index_select(1, index)  # ids within B*V: same order as within V
-        data = _triangle_setup(U, V, Z, vertex_ids, area2, bbox)
-        span = f1 - f0
-        image = b0 + index // span
-        # Low 32 bits: reversed face index, so that amax prefers the lower face index on ties.
-        low = ((n_faces - 1 - f0) - index % span).int()
-        base = image * (height * width)
-        start = 0
-        for level, count in enumerate(counts):
-            step = max(1, _CANDIDATE_CHUNK >> (2 * level))
-            for lo in range(start, start + count, step):
-                hi = min(lo + step, start + count)
-                _splat(best, data[:, lo:hi], low[lo:hi], base[lo:hi], 2**level, width)
-            start += count
-    # Keys below 2**32 have no depth bits: no triangle covered the pixel.
-    return torch.where(best >= (1 << 32), (n_faces - 1) - (best & 0xFFFFFFFF), -1)
+    """Face id ``(B*H*W,)`` long (``-1`` background) of the nearest covering triangle.
 
-
-def _splat(best, data, low, base, side, width) -> None:
-    """Evaluate ``side×side`` candidate pixels per triangle and z-buffer them into ``best``.
-
-    ``data`` is the ``(22, T)`` table of :func:`_triangle_setup`, ``low (T,)`` int32 low key
-    bits, ``base (T,)`` the flat index of each triangle's image's first pixel. Candidates are laid
-    out ``(side, side, T)`` (row offset, column offset, triangle) so that element-wise operations
-    run contiguously over triangles; x-only and y-only terms are computed on ``(1, s, T)`` and
-    ``(s, 1, T)`` slices and combined once (same operation order as a per-pixel evaluation, so
-    edge values stay bit-identical between neighbouring triangles).
+    Every triangle of every image has a flat index ``t = b*F + f``. A classification pass fills
+    a per-triangle table and a bucket code (pixel bbox rounded up to powers of two); the
+    triangles that may cover a pixel centre are sorted by bucket and evaluated bucket by bucket
+    on stencils of the bucket's size. The z-buffer holds int64 keys ``bits(1/Z) << 32 |
+    (B*F - 1 - t)``: within one image a lower face has a larger low word, so ``amax`` prefers it
+    on exact depth ties.
     """
-    offsets = torch.arange(side, dtype=data.dtype, device=data.device)[:, None]  # (s, 1)
-    x = (data[_XMIN] + offsets)[None]  # (1, s, T): column
-    y = (data[_YMIN] + offsets)[:, None]  # (s, 1, T): row
-    if side > 1:
-        inside = (x <= data[_XMAX]) & (y <= data[_YMAX])
-        x_pix, y_pix = torch.minimum(x, data[_XMAX]), torch.minimum(y, data[_YMAX])
+    batch = vertices.shape[0]
+    n_faces = faces.shape[0]
+    n_total = batch * n_faces
+    device, dtype = vertices.device, vertices.dtype
+    if n_total >= 1 << 32:
+        raise ValueError(f"too many triangles in one call ({batch} x {n_faces}): split the batch")
+    hw = height * width
+    uvz = _project(vertices, K, near)
+    # Corners sorted by vertex index: every edge then runs from its lower-index vertex at a
+    # fixed position; sorting with an odd permutation flips the orientation.
+    sorted_faces, order = faces.sort(dim=1)
+    odd = (order[:, 0] + 1) % 3 != order[:, 1]  # (F,)
+    corner_ids = sorted_faces.T.contiguous()  # (3, F)
+    table = _buffer("table", (_ROWS, n_total), dtype, device)
+    pix0 = _buffer("pix0", (n_total,), torch.int64, device)
+    code = _buffer("code", (n_total,), torch.int16, device)
+    for block in _blocks(batch, n_faces, _TRIANGLE_CHUNK):
+        _classify(table, pix0, code, uvz, corner_ids, odd, block, height, width, cull_backfaces)
+    codes = _buffer("codes", (n_total,), torch.int16, device)
+    order = _buffer("order", (n_total,), torch.int64, device)
+    torch.sort(code, stable=True, out=(codes, order))
+    buckets, counts = (c.tolist() for c in torch.unique_consecutive(codes, return_counts=True))
+    # Spare pixels after the last image take the writes of stencil cells beyond their image.
+    best = _buffer("best", (batch * hw + hw + 2 * width + 2,), torch.int64, device).zero_()
+    start = 0
+    for bucket, count in zip(buckets, counts):
+        if bucket == _NO_BUCKET:
+            break
+        cols, rows = 1 << (bucket // 32), 1 << (bucket % 32)
+        offsets = (
+            torch.arange(rows, device=device)[:, None] * width + torch.arange(cols, device=device)
+        )[..., None]  # (rows, cols, 1)
+        step = max(1, min(_TRIANGLE_CHUNK, _CANDIDATE_CHUNK // (rows * cols)))
+        for lo in range(start, start + count, step):
+            index = order[lo : min(lo + step, start + count)]
+            data = _triangle_setup(table, index, rows, cols, width, height)
+            low = ((n_total - 1) - index).int()
+            _splat(best, data, low, pix0.index_select(0, index) + offsets, rows, cols)
+        start += count
+    key = best[: batch * hw].view(batch, hw)
+    face = _buffer("face", (batch, hw), torch.int64, device)
+    torch.bitwise_and(key, 0xFFFFFFFF, out=face)  # B*F - 1 - t
+    face.neg_().add_(n_total - 1).sub_(torch.arange(batch, device=device)[:, None] * n_faces)
+    # Keys below 2**32 have no depth bits: no triangle covered the pixel.
+    return torch.where(key >= 1 << 32, face, -1).view(-1)
+
+
+def _classify(table, pix0, code, uvz, corner_ids, odd, block, height, width, cull) -> None:
+    """Fill the table rows, ``pix0`` and the bucket ``code`` of the triangles of one block.
+
+    ``pix0``: flat pixel index of the bbox's top-left pixel; ``code = 32 ex + ey`` for a
+    ``2^ex × 2^ey`` (columns × rows) stencil, ``_NO_BUCKET`` when the triangle is discarded
+    (no pixel centre in its bbox, behind the near plane, degenerate, not finite, or culled).
+    """
+    b0, b1, f0, f1 = block
+    n_faces = corner_ids.shape[1]
+    nb, m = b1 - b0, f1 - f0
+    t0 = b0 * n_faces + f0
+    rows = table[:, t0 : t0 + nb * m].view(_ROWS, nb, m)
+    for c in range(3):
+        ids = corner_ids[c, f0:f1]
+        for first, values in zip((_U, _V, _IZ), uvz):
+            for b in range(nb):  # 1-D gathers are faster than one along dim 1
+                torch.index_select(values[b0 + b], 0, ids, out=rows[first + c, b])
+    U, V = rows[_U : _U + 3], rows[_V : _V + 3]
+    area2 = _area2(U, V)
+    bbox = [_bbox(U, width), _bbox(V, height)]
+    (xmin, xmax), (ymin, ymax) = bbox
+    valid = (xmin <= xmax) & (ymin <= ymax) & torch.isfinite(area2)
+    if cull:  # the signed area in the face's own corner order must be negative
+        valid &= torch.where(odd[f0:f1], area2 > 0, area2 < 0)
     else:
-        inside, x_pix, y_pix = None, x, y
+        valid &= area2 != 0
+    # Exponent of (size - 1) from the float bits: 0 for 1 pixel, 1 for 2, 2 for 3..4, ...
+    ex, ey = (
+        ((hi - lo).float().view(torch.int32) >> 23).sub_(126).clamp_(min=0) for lo, hi in bbox
+    )
+    code[t0 : t0 + nb * m].view(nb, m).copy_(torch.where(valid, ex * 32 + ey, _NO_BUCKET))
+    if height * width < 1 << 24:  # exact in float32
+        corner = torch.add(xmin, ymin, alpha=width).long()
+    else:
+        corner = ymin.long() * width + xmin.long()
+    images = torch.arange(b0, b1, device=corner.device)[:, None] * (height * width)
+    torch.add(corner, images, out=pix0[t0 : t0 + nb * m].view(nb, m))
+
+
+def _area2(U, V):
+    """Signed doubled pixel area ``(u1-u0)(v2-v0) - (v1-v0)(u2-u0)`` of corners ``U, V``."""
+    return (U[1] - U[0]) * (V[2] - V[0]) - (V[1] - V[0]) * (U[2] - U[0])
+
+
+def _bbox(values, size, upper=True):
+    """First and last pixel-centre coordinate (clipped to ``0 .. size-1``) in the range of the
+    three corner coordinates ``values``; the last is None unless ``upper``."""
+    lo = torch.minimum(torch.minimum(values[0], values[1]), values[2]).clamp_(min=0).ceil_()
+    if not upper:
+        return lo, None
+    hi = torch.maximum(torch.maximum(values[0], values[1]), values[2]).clamp_(max=size - 1).floor_()
+    return lo, hi
+
+
+def _triangle_setup(table, index, rows, cols, width, height):
+    """Per-triangle rows (each ``(T,)``) for :func:`_splat` of the triangles ``index``.
+
+    Returns ``[A_0..2, B_0..2, ua_0..2, va_0..2, thr_0..2, P, Q, R, xmin, xmax, ymin, ymax]``
+    (``xmax``/``ymax`` are None when the stencil fits the bbox exactly).
+    Edge ``i`` (opposite corner i) has the edge function ``w_i(x, y) = A_i (x - ua_i) + B_i
+    (y - va_i)``, positive inside, where ``a = (ua, va)`` is the edge's endpoint of lower vertex
+    index: both triangles sharing an edge evaluate it with the same operands, so they see
+    bit-identical values of opposite sign (negation is exact), and it is exactly 0 at both
+    endpoints (the two products are exact negatives), so a vertex on a pixel centre is handled
+    by the tie rule too. The threshold is 0 for top-left edges (``w >= 0`` covers) and the
+    smallest normal float otherwise (``w >= tiny`` is ``w > 0``: a non-zero edge function of
+    pixel-scale inputs is never sub-normal). ``1/Z = P x + Q y + R`` in pixel coordinates.
+
+    With the corners 0, 1, 2 sorted by vertex index the edges are (1, 2), (0, 2) and (0, 1)
+    (from the lower index); with ``s = ±1`` the sign of the (sorted) ``area2``, the
+    inside-positive functions are ``s`` times the raw ones ``(va - vb)(x - ua) + (ub - ua)(y -
+    va)`` of (1, 2) and (0, 1) and ``-s`` times that of (0, 2).
+    """
+    def take(row):
+        return table[row].index_select(0, index)
+
+    U0, U1, U2, V0, V1, V2, iz0, iz1, iz2 = (take(r) for r in range(_ROWS))
+    e01u, e01v, e02u, e02v = U1 - U0, V1 - V0, U2 - U0, V2 - V0
+    area2 = e01u * e02v - e01v * e02u  # as _area2 (same operations, same bits)
+    xmin, xmax = _bbox((U0, U1, U2), width, cols > 2)
+    ymin, ymax = _bbox((V0, V1, V2), height, rows > 2)
+    dtype, device = U0.dtype, U0.device
+    one = torch.ones((), dtype=dtype, device=device)
+    s = torch.where(area2 > 0, one, -one)
+    ns = -s
+    e12u, e12v = U2 - U1, V2 - V1
+    # (va - vb) s for (1, 2) and (0, 1), -(va - vb) s = (vb - va) s for (0, 2); same for u.
+    A = [e12v * ns, e02v * s, e01v * ns]
+    B = [e12u * s, e02u * ns, e01u * s]
+    tiny = torch.tensor(torch.finfo(dtype).tiny, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    # Top-left: with (ex, ey) = (B, -A) the edge direction in the inside-positive orientation
+    # (clockwise on the displayed image, y down), top (ey == 0, ex > 0) or left (ey < 0),
+    # i.e. A > 0, or A == 0 and B > 0.
+    thr = [torch.where(torch.where(a == 0, b, a) > 0, zero, tiny) for a, b in zip(A, B)]
+    d1, d2 = iz1 - iz0, iz2 - iz0
+    inv_area = 1.0 / area2
+    P = (d1 * e02v - d2 * e01v).mul_(inv_area)
+    Q = (d2 * e01u - d1 * e02u).mul_(inv_area)
+    R = iz0 - P * U0 - Q * V0
+    return [*A, *B, U1, U0, U0, V1, V0, V0, *thr, P, Q, R, xmin, xmax, ymin, ymax]
+
+
+def _splat(best, data, low, pix, rows, cols) -> None:
+    """Evaluate ``rows×cols`` candidate pixels per triangle and z-buffer them into ``best``.
+
+    ``data`` are the rows of :func:`_triangle_setup`, ``low (T,)`` int32 low key bits,
+    ``pix (rows, cols, T)`` the flat indices of the candidate pixels. Candidates are laid out
+    ``(rows, cols, T)`` so that element-wise operations run contiguously over triangles; x-only
+    and y-only terms are computed on ``(1, cols, T)`` and ``(rows, 1, T)`` slices and combined
+    once (same operation order as a per-pixel evaluation, so edge values stay bit-identical
+    between neighbouring triangles). Stencils of 1 or 2 cells per axis fit the bbox exactly;
+    larger ones reject cells beyond it (their writes land on other pixels, with no depth bits).
+    """
+    A, B, UA, VA, THR = data[0:3], data[3:6], data[6:9], data[9:12], data[12:15]
+    P, Q, R, xmin, xmax, ymin, ymax = data[15:22]
+    dtype, device = xmin.dtype, xmin.device
+    x, y = xmin, ymin
+    if cols > 1:
+        x = xmin + torch.arange(cols, dtype=dtype, device=device)[:, None]  # (cols, T)
+    if rows > 1:
+        y = ymin + torch.arange(rows, dtype=dtype, device=device)[:, None, None]  # (rows, 1, T)
+    inside = None
     for i in range(3):
-        w = data[_A + i] * (x - data[_UA + i]) + data[_B + i] * (y - data[_VA + i])
-        edge = w >= data[_THR + i]
-        inside = edge if inside is None else inside & edge
-    inv_z = (data[_P] * x + data[_R]) + data[_Q] * y
+        tx = A[i] * (x - UA[i])
+        ty = B[i] * (y - VA[i])
+        if i == 0 and xmax is not None:
+            tx = torch.where(x <= xmax, tx, -torch.inf)
+        if i == 0 and ymax is not None:
+            ty = torch.where(y <= ymax, ty, -torch.inf)
+        edge = (tx + ty) >= THR[i]
+        inside = edge if inside is None else inside.logical_and_(edge)
+    inv_z = (P * x + R) + Q * y
     # int64 key = high << 32 | low, written as two int32 words without 64-bit
     # arithmetic; high = 0 (no depth) outside the triangle.
-    words = torch.empty((*inside.shape, 2), dtype=torch.int32, device=inside.device)
+    words = torch.empty((*inside.shape, 2), dtype=torch.int32, device=device)
     words[..., _LOW_WORD] = low
-    words[..., 1 - _LOW_WORD] = torch.where(inside, inv_z.float().view(torch.int32), 0)
-    key = words.view(torch.int64)
-    # Out-of-box candidates were clamped onto a valid pixel; their key has high = 0.
-    pix = (y_pix.long() * width + base) + x_pix.long()
-    best.scatter_reduce_(0, pix.reshape(-1), key.reshape(-1), reduce="amax")
+    zero = torch.zeros((), dtype=torch.int32, device=device)
+    torch.where(inside, inv_z.float().view(torch.int32), zero, out=words[..., 1 - _LOW_WORD])
+    best.scatter_reduce_(0, pix.reshape(-1), words.view(torch.int64).reshape(-1), reduce="amax")
 
 
 # ---------------------------------------------------------------------------- differentiable pass
@@ -371,34 +452,81 @@ def _dot(a, b):
     return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 
 
+def _bary_depth(d, v0, v1, v2):
+    """Barycentrics ``(b0, b1, b2)`` and camera Z of the points where rays ``d`` meet the
+    triangles ``(v0, v1, v2)`` (component tuples of equal-shaped tensors)."""
+    # The ray point s*d = sum_i b_i v_i has b_i proportional to d·(v_j × v_k).
+    w = (_dot(d, _cross(v1, v2)), _dot(d, _cross(v2, v0)), _dot(d, _cross(v0, v1)))
+    inv_total = 1.0 / (w[0] + w[1] + w[2])
+    bary = [wi * inv_total for wi in w]
+    return bary, bary[0] * v0[2] + bary[1] * v1[2] + bary[2] * v2[2]
+
+
+#: Covered pixels per chunk of the (gradient-free) fragment pass.
+_PIXEL_CHUNK = 1 << 17
+
+
 def _fragments(vertices, faces, K, face_flat, height, width) -> Fragments:
-    """Differentiable barycentrics and depth of the chosen faces (ray/triangle intersection)."""
+    """Differentiable barycentrics and depth of the chosen faces (ray/triangle intersection).
+
+    Per-pixel arrays are built pixel-major (``(N, 3)``, what :func:`interpolate` gathers with)
+    and exposed component-major as transposed views. Without gradients the work runs in
+    cache-sized chunks (same operations, same bits).
+    """
     batch, n_vertices = vertices.shape[:2]
+    device, dtype = vertices.device, vertices.dtype
+    hw = height * width
     mask = face_flat >= 0
     pix = mask.nonzero().squeeze(1)
     n = pix.numel()
-    face = face_flat.index_select(0, pix)
-    image = pix // (height * width)
+    face = torch.index_select(face_flat, 0, pix, out=_buffer("pixel_face", (n,), torch.int64, device))
+    counts = mask.view(batch, hw).sum(1)
+    image = torch.repeat_interleave(torch.arange(batch, device=device), counts, output_size=n)
+    grad = torch.is_grad_enabled() and (vertices.requires_grad or K.requires_grad)
     rays = _pixel_rays(K, height, width)
-    ray_index = pix if rays.shape[0] > 1 else pix - image * (height * width)
-    d = [rays[..., c].reshape(-1).index_select(0, ray_index) for c in range(3)]
-    vertex_ids = torch.stack([faces[:, i].index_select(0, face) for i in range(3)])  # (3, N)
-    flat_ids = (vertex_ids + image * n_vertices if batch > 1 else vertex_ids).reshape(-1)
-    # corner[c][i]: component c of corner i, each (N,).
-    corner = [vertices[..., c].reshape(-1).index_select(0, flat_ids).view(3, n) for c in range(3)]
-    v0, v1, v2 = ([corner[c][i] for c in range(3)] for i in range(3))
-    # The ray point s*d = sum_i b_i v_i has b_i proportional to d·(v_j × v_k).
-    w = torch.stack((_dot(d, _cross(v1, v2)), _dot(d, _cross(v2, v0)), _dot(d, _cross(v0, v1))))
-    bary = w / w.sum(0)
-    depth = (bary * corner[2]).sum(0)
+    if rays.shape[0] > 1:
+        ray_index = pix
+    elif grad:  # saved for backward: no reused buffer
+        ray_index = pix - image * hw
+    else:
+        ray_index = torch.mul(image, hw, out=_buffer("ray_index", (n,), torch.int64, device))
+        torch.sub(pix, ray_index, out=ray_index)
+    ray_table = [c.reshape(-1) for c in rays.unbind(-1)]
+    faces_t = faces.T.contiguous()
+    components = [c.reshape(-1) for c in vertices.unbind(-1)]
+    flat_dtype = torch.int32 if batch * n_vertices < 1 << 31 else torch.int64
+    ids = torch.empty((3, n), dtype=faces.dtype, device=device)
+    flat = torch.empty((n, 3), dtype=flat_dtype, device=device)
+    if not grad:
+        bary = torch.empty((n, 3), dtype=dtype, device=device)
+        depth = torch.empty(n, dtype=dtype, device=device)
+    for lo in [0] if grad else range(0, n, _PIXEL_CHUNK):
+        sl = slice(lo, n if grad else min(n, lo + _PIXEL_CHUNK))
+        offset = image[sl] * n_vertices if batch > 1 else None
+        corners = []
+        for i in range(3):
+            c = torch.index_select(faces_t[i], 0, face[sl], out=ids[i, sl])
+            f = (c if offset is None else c + offset).to(flat_dtype, copy=True)
+            flat[sl, i] = f
+            corners.append([comp.index_select(0, f) for comp in components])
+        d = [r.index_select(0, ray_index[sl]) for r in ray_table]
+        b, z = _bary_depth(d, *corners)
+        if grad:
+            bary, depth = torch.stack(b, dim=1), z
+        else:
+            for i in range(3):
+                bary[sl, i] = b[i]
+            depth[sl] = z
     shape = (batch, height, width)
-    return Fragments(
+    fragments = Fragments(
         face_id=face_flat.reshape(shape),
         mask=mask.reshape(shape),
         pix_index=pix,
         faces=faces,
-        packed_bary=bary,
+        packed_bary=bary.T,
         packed_depth=depth,
-        packed_vertex_ids=vertex_ids,
+        packed_vertex_ids=ids,
         packed_image=image,
     )
+    fragments._flat_vertex_ids = (n_vertices, flat)
+    return fragments
