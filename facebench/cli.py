@@ -15,8 +15,10 @@ from facebench import __version__
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.baselines import baselines
 from facebench.commands.demo import demo_command
+from facebench.commands.hpo import hpo_command
 from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
+from facebench.commands.reproduce import reproduce
 from facebench.commands.score import score_command
 from facebench.commands.submission import submission
 from facebench.commands.synth import synth
@@ -39,6 +41,8 @@ main.add_command(baselines)
 main.add_command(demo_command)
 main.add_command(train_command)
 main.add_command(predict_command)
+main.add_command(hpo_command)
+main.add_command(reproduce)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

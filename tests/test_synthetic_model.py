@@ -326,3 +326,20 @@ def test_preview_rejects_bad_input(model, tmp_path):
         render_preview([model.mean], model.faces, tmp_path / "x.png", views=("top",))
     with pytest.raises(ValueError):
         render_preview([model.mean], model.faces, tmp_path / "x.png", colors=[None, None])
+
+
+def test_identity_modes_hold_no_rigid_motion():
+    """A pose must not be able to imitate an identity mode (as after Procrustes in a real 3DMM)."""
+    from facebench.models import load
+
+    model = load("synthetic")
+    x = model.mean.astype(np.float64)
+    centred = x - x.mean(axis=0)
+    generators = []
+    for k in range(3):
+        axis = np.eye(3)[k]
+        generators.append(np.broadcast_to(axis, x.shape).ravel())
+        generators.append(np.cross(axis, centred).ravel())
+    rigid, _ = np.linalg.qr(np.stack(generators, axis=1))
+    basis = model.identity_basis.reshape(-1, model.n_identity).astype(np.float64)
+    assert np.abs(rigid.T @ basis).max() < 1e-5

@@ -62,10 +62,10 @@ __all__ = [
 ]
 
 #: Version of the procedural generator; change it (and the digest) whenever the output changes.
-SYNTHETIC_MODEL_VERSION = "1.0"
+SYNTHETIC_MODEL_VERSION = "1.1"
 
 #: ``generate_synthetic_model().digest()``: the cross-machine contract of the generator.
-SYNTHETIC_MODEL_SHA256 = "6926b8f7dced736b7f48e47ec7873cad6b669d50850f0121e5aaeccd4df0b3c0"
+SYNTHETIC_MODEL_SHA256 = "28989f7eece501b50694fd71157f123e16162a2d4437ca4461595533c31a1cc8"
 
 SYNTHETIC_ORIGIN = (
     "on the vertical axis of the head (x = 0, z = 0 on the line through both ear levels), at the "
@@ -445,6 +445,30 @@ def _orthonormalize(fields: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return Q, norms
 
 
+def _without_rigid_motion(fields: list[np.ndarray], mean: np.ndarray) -> list[np.ndarray]:
+    """Remove from each ``(V,3)`` field its component along the 6 rigid motions of ``mean``.
+
+    Identity variation of a real 3DMM is built from scans aligned by Procrustes, so it holds no
+    rigid motion; without this step about 29 % of the identity variance (v1.0) was a translation or
+    rotation of the whole head, which a pose can imitate and the head-frame shape metric cannot
+    tell apart. The rigid subspace is spanned by the 3 translations and the 3 infinitesimal
+    rotations about the mean's centroid (any centre spans the same subspace).
+    """
+    centred = mean - mean.mean(axis=0)
+    generators = []
+    for k in range(3):
+        axis = np.zeros(3)
+        axis[k] = 1.0
+        generators.append(np.broadcast_to(axis, mean.shape).copy())
+        generators.append(np.cross(axis, centred))
+    rigid, _ = _orthonormalize(generators)  # (3V, 6)
+    out = []
+    for f in fields:
+        flat = f.reshape(-1).astype(np.float64)
+        out.append((flat - rigid @ (rigid.T @ flat)).reshape(f.shape))
+    return out
+
+
 def _decreasing(stds: np.ndarray, ratio: float = 0.98) -> np.ndarray:
     out = np.array(stds, dtype=np.float64)
     for k in range(1, len(out)):
@@ -665,6 +689,7 @@ def generate_synthetic_model() -> MorphableModel:
     landmarks, named = _landmarks(g, mean)
 
     id_names, id_fields = _identity_fields(g, mean, rng)
+    id_fields = _without_rigid_motion(id_fields, mean)
     id_basis, id_norms = _orthonormalize(id_fields)
     id_std = _identity_stds(id_norms, len(id_names), V)
 
