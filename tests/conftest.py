@@ -24,6 +24,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch thread and restore the count after: the tiny batches of the tests
+    gain nothing from intra-op threads, and on 2 busy cores two OpenMP threads wait on each other.
+    Modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tetra_model_arrays() -> dict:
     """A 4-vertex model with known modes: handy for hand-computed expectations."""
     from facebench.models.morphable_model import N_LANDMARKS

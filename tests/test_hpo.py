@@ -23,15 +23,7 @@ from facebench.commands.base import FacebenchGroup
 from facebench.commands.hpo import hpo_command
 from facebench.errors import FacebenchError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,7 @@ def model():
     return fm.load("synthetic")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches gain nothing from intra-op threads, and on busy shared cores two OpenMP threads
-    wait on each other (10x slower here); the results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_faces(model, n, seed, *, n_identity=40, n_expression=20, yaw=None):

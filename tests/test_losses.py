@@ -22,13 +22,7 @@ ALL = ("coarse", "xqt", "gal", "srl", "mrl")
 PARAMS = {"coarse": {"alpha": 2.0}, "xqt": {"beta": 3.0, "gamma": 0.5}, "gal": {}, "srl": {}, "mrl": {}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Keep CPU use light (other work shares the machine); restore the thread count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fixed_views(B: int, yaws, pitches, distance=600.0, dtype=F64) -> torch.Tensor:

@@ -19,13 +19,7 @@ from facebench.baselines.regressor import (
 from facebench.errors import FacebenchError, InputFileError
 from facebench.models.morphable_model import MorphableModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from facebench.baselines.training import LOG_COLUMNS, TrainConfig, train
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.train import predict_command, train_command
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

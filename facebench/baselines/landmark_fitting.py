@@ -45,7 +45,8 @@ import torch
 from facebench import __version__
 from facebench.atomic import atomic_path
 from facebench.conventions import matrix_to_quat, pose_from_angles, quat_to_matrix
-from facebench.errors import FacebenchError, InputFileError
+from facebench.device import resolve_device
+from facebench.errors import InputFileError
 
 __all__ = ["FitResult", "fit_landmarks", "fit_dataset", "METHOD", "CONTOUR_LANDMARKS", "INITIAL_YAWS_DEG"]
 
@@ -397,14 +398,7 @@ def _result(model, problem: _Problem, state: _State, cost, usable, n_identity: i
 
 
 # ---------------------------------------------------------------------------- datasets
-def _resolve_device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise FacebenchError(f"invalid torch device {device!r}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FacebenchError(f"device {str(device)!r} requested but CUDA is not available")
-    return device
+
 
 
 def _read_inputs(dataset_path: Path):
@@ -487,7 +481,7 @@ def fit_dataset(
     dataset_path, out_path = Path(dataset_path), Path(out_path)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     ids, landmarks, K, indices, faces, n_vertices, attrs = _read_inputs(dataset_path)
     model = model if model is not None else _load_model_for(dataset_path, attrs, model_path)
     _check_topology(dataset_path, model, indices, n_vertices)

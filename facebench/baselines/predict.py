@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "load_checkpoint",
     "model_for_dataset",
     "regressor_from_checkpoint",
-    "resolve_device",
     "iterate_predictions",
     "evaluate",
     "predict",
@@ -39,15 +39,6 @@ CHECKPOINT_FORMAT = "facebench-regressor-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device(device)``; FacebenchError for an unknown name or CUDA when none is present."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise FacebenchError(f"unknown device {device!r}: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise FacebenchError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
-    return resolved
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

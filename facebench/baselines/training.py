@@ -56,9 +56,9 @@ from facebench.baselines.predict import (
     evaluate,
     load_checkpoint,
     model_for_dataset,
-    resolve_device,
 )
 from facebench.baselines.regressor import ENCODERS, Regressor
+from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["TrainConfig", "TrainResult", "LOG_COLUMNS", "Distributed", "check_config", "train", "loss_params"]

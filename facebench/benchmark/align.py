@@ -50,7 +50,7 @@ import numpy as np
 
 from facebench.benchmark.surface_distance import TriangleSurface
 from facebench.errors import FacebenchError
-from facebench.geometry import similarity_from_correspondences
+from facebench.geometry import similarity_from_correspondences, vertex_normals
 
 #: 0-based iBUG-68 index of the nose tip (landmark 31).
 IBUG68_NOSE_TIP = 30
@@ -219,18 +219,9 @@ class PreparedMesh:
         if self._cloud is None:
             o3d = _o3d()
             cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(self.vertices))
-            cloud.normals = o3d.utility.Vector3dVector(_vertex_normals(self.vertices, self.faces))
+            cloud.normals = o3d.utility.Vector3dVector(vertex_normals(self.vertices, self.faces))
             self._cloud = cloud
         return self._cloud
-
-
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (bincount form: faster than ``np.add.at`` on large meshes)."""
-    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    idx = f.reshape(-1)
-    out = np.stack([np.bincount(idx, np.repeat(n[:, k], 3), minlength=len(v)) for k in range(3)], axis=1)
-    length = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(length > 0, length, 1.0)
 
 
 # ---------------------------------------------------------------------------- ICP

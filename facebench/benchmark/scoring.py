@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from facebench.benchmark import metrics
 from facebench.benchmark.protocols import Protocol
 from facebench.datasets.dataset_file import FaceDataset
 from facebench.errors import FacebenchError
+from facebench.hashing import file_sha256
 
 RESULTS_FORMAT = "facebench-results"
 RESULTS_VERSION = 1
@@ -68,20 +68,6 @@ class ScoreResult:
     @property
     def metric_keys(self) -> list[str]:
         return list(self.summary["metrics"])
-
-
-def file_sha256(path: str | Path, block: int = 8 << 20) -> str:
-    """sha256 of a file (or of a folder's files, sorted by relative path)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(block), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def score(
@@ -266,11 +252,7 @@ def _per_vertex_common(dataset: FaceDataset, sums: np.ndarray, count: np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
     if mean_vertices is None:
-        n = len(dataset)
-        mean_vertices = np.zeros((dataset.n_vertices, 3))
-        for start in range(0, n, 512):
-            mean_vertices += dataset.read("vertices", start, min(start + 512, n)).astype(np.float64).sum(axis=0)
-        mean_vertices /= max(n, 1)
+        mean_vertices = dataset.mean_vertices()
     return {
         "mean_per_vertex": mean.astype(np.float32),
         "count": count,

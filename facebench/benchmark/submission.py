@@ -68,6 +68,7 @@ import numpy as np
 
 from facebench.atomic import atomic_path
 from facebench.errors import InputFileError
+from facebench.hashing import file_sha256
 from facebench.meshio import MESH_SUFFIXES, read_mesh
 
 if TYPE_CHECKING:
@@ -314,21 +315,13 @@ def submission_sha256(path: str | Path) -> str:
     are not followed)."""
     path = Path(path)
     if path.is_file():
-        return _file_sha256(path)
+        return file_sha256(path)
     if not path.is_dir():
         raise InputFileError(path, "submission not found")
     digest = hashlib.sha256()
     for entry in sorted(path.iterdir()):
         if entry.is_file() and not entry.is_symlink():
-            digest.update(f"{entry.name}\0{_file_sha256(entry)}\n".encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_COPY_BLOCK):
-            digest.update(block)
+            digest.update(f"{entry.name}\0{file_sha256(entry)}\n".encode())
     return digest.hexdigest()
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from facebench.benchmark.submission import SubmissionWriter
@@ -53,15 +52,6 @@ def rotation_noise(n: int, angle_deg: float, rng: np.random.Generator) -> np.nda
     return np.concatenate([np.full((n, 1), np.cos(half)), np.sin(half) * axes], axis=1)
 
 
-def _dataset_average(f: h5py.File, chunk_size: int) -> np.ndarray:
-    """Mean of the ground-truth ``vertices (N,V,3)`` over samples, ``(V,3)`` float64 mm."""
-    vertices = f["vertices"]
-    total = np.zeros(vertices.shape[1:], np.float64)
-    for start in range(0, vertices.shape[0], chunk_size):
-        total += vertices[start:start + chunk_size].astype(np.float64).sum(axis=0)
-    return total / vertices.shape[0]
-
-
 def _same_model(model, attrs: dict) -> bool:
     """Whether ``model`` is the one the dataset was generated with (digest, else version)."""
     if attrs.get("model_digest"):
@@ -79,19 +69,17 @@ def mean_shape(dataset, *, chunk_size: int = 256) -> tuple[np.ndarray, str]:
     Returns:
         ``((V,3) float64 mm head frame, "model:<name>" | "dataset-average")``.
     """
-    with h5py.File(dataset.path, "r") as f:
-        n_vertices = int(f["vertices"].shape[1])
-        name = dataset.attrs.get("model")
-        if isinstance(name, str) and name:
-            from facebench.models import load
+    name = dataset.attrs.get("model")
+    if isinstance(name, str) and name:
+        from facebench.models import load
 
-            try:
-                model = load(name)
-            except (FacebenchError, OSError, ValueError):
-                model = None
-            if model is not None and model.mean.shape == (n_vertices, 3) and _same_model(model, dataset.attrs):
-                return np.asarray(model.mean, np.float64), f"model:{name}"
-        return _dataset_average(f, chunk_size), "dataset-average"
+        try:
+            model = load(name)
+        except (FacebenchError, OSError, ValueError):
+            model = None
+        if model is not None and model.mean.shape == (dataset.n_vertices, 3) and _same_model(model, dataset.attrs):
+            return np.asarray(model.mean, np.float64), f"model:{name}"
+    return dataset.mean_vertices(chunk_size), "dataset-average"
 
 
 def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: float = 1.0,
@@ -138,20 +126,18 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
         attrs.update(noise_mm=noise_mm, pose_noise_deg=pose_noise_deg, translation_noise_mm=translation_noise_mm,
                      seed=seed)
     rng = np.random.default_rng(seed)
-    with h5py.File(dataset.path, "r") as f:
-        gt = f["vertices"]
-        with SubmissionWriter(out_path, n=len(ids), n_vertices=gt.shape[1], method=METHODS[kind],
-                              landmark_indices=dataset.landmark_indices, with_pose=True, attrs=attrs) as writer:
-            for start in range(0, len(ids), chunk_size):
-                stop = min(start + chunk_size, len(ids))
-                q, t = q_all[start:stop], t_all[start:stop]
-                if kind == "mean":
-                    vertices = np.broadcast_to(mean, (stop - start, *mean.shape))
-                else:
-                    vertices = gt[start:stop].astype(np.float64)
-                if kind == "noisy":
-                    vertices = vertices + rng.normal(0.0, noise_mm, vertices.shape)
-                    q = quat_canonical(quat_multiply(q, rotation_noise(stop - start, pose_noise_deg, rng)))
-                    t = t + rng.normal(0.0, translation_noise_mm, t.shape)
-                writer.write(start, ids=ids[start:stop], vertices=vertices, q=q, t=t)
+    with SubmissionWriter(out_path, n=len(ids), n_vertices=dataset.n_vertices, method=METHODS[kind],
+                          landmark_indices=dataset.landmark_indices, with_pose=True, attrs=attrs) as writer:
+        for start in range(0, len(ids), chunk_size):
+            stop = min(start + chunk_size, len(ids))
+            q, t = q_all[start:stop], t_all[start:stop]
+            if kind == "mean":
+                vertices = np.broadcast_to(mean, (stop - start, *mean.shape))
+            else:
+                vertices = dataset.read("vertices", start, stop).astype(np.float64)
+            if kind == "noisy":
+                vertices = vertices + rng.normal(0.0, noise_mm, vertices.shape)
+                q = quat_canonical(quat_multiply(q, rotation_noise(stop - start, pose_noise_deg, rng)))
+                t = t + rng.normal(0.0, translation_noise_mm, t.shape)
+            writer.write(start, ids=ids[start:stop], vertices=vertices, q=q, t=t)
     return out_path

@@ -247,6 +247,13 @@ class FaceDataset:
         source = f["coefficients"][name] if name in self.coefficient_fields and name not in f else f[name]
         return source[start:stop]
 
+    def mean_vertices(self, chunk_size: int = 512) -> np.ndarray:
+        """Mean ground-truth shape over all samples, ``(V,3)`` float64 mm, head frame (chunked)."""
+        total = np.zeros((self.n_vertices, 3))
+        for start in range(0, self.n, chunk_size):
+            total += self.read("vertices", start, start + chunk_size).astype(np.float64).sum(axis=0)
+        return total / max(self.n, 1)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -self.n <= index < self.n:
             raise IndexError(index)

@@ -32,7 +32,6 @@ share: file hashes, unit-column bases, face orientation, landmark resolution, or
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from facebench.errors import ModelFileError
+from facebench.hashing import file_sha256
 from facebench.models.landmark_mapping import read_landmark_mapping
 from facebench.models.morphable_model import N_LANDMARKS, MorphableModel, empty_basis
 
@@ -63,11 +63,7 @@ def require_file(path: str | Path) -> Path:
 
 def file_sha256_prefix(path: Path, n_chars: int = 12) -> str:
     """First ``n_chars`` hex characters of the file's sha256 (the model ``version``)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:n_chars]
+    return file_sha256(path)[:n_chars]
 
 
 def unit_column_basis(

@@ -49,7 +49,7 @@ from facebench.models.bfm import (
     unit_column_basis,
 )
 from facebench.models.morphable_model import MorphableModel, empty_basis
-from facebench.models.reflectance_transfer import with_synthetic_reflectance
+from facebench.models.reflectance_transfer import constant_reflectance, with_synthetic_reflectance
 
 #: Default number of identity columns in ``shapedirs`` (FLAME 2017/2020: 300 shape + 100 expression).
 N_SHAPE = 300
@@ -271,8 +271,7 @@ def load_flame(
     if joints:
         where += f"; the root joint is at ({joints[0][0]:.1f}, {joints[0][1]:.1f}, {joints[0][2]:.1f}) mm"
     summary = {key: list(np.shape(data[key])) for key in ("posedirs", "weights", "kintree_table") if key in data}
-    placeholder = {"reflectance_mean": np.full((V, 3), 0.5, np.float32)}
-    placeholder["reflectance_basis"], placeholder["reflectance_std"] = empty_basis(V)
+    placeholder = constant_reflectance(V)  # replaced by the transferred reflectance below
     model = MorphableModel(
         name="flame",
         mean=mean,

@@ -51,9 +51,10 @@ import numpy as np
 from facebench.atomic import atomic_path
 from facebench.cache import cache_dir
 from facebench.errors import FacebenchError, InputFileError, ModelFileError
+from facebench.hashing import file_sha256
 from facebench.meshio import ObjMesh, read_obj
 from facebench.models.morphable_model import N_LANDMARKS, MorphableModel, empty_basis
-from facebench.models.reflectance_transfer import with_synthetic_reflectance
+from facebench.models.reflectance_transfer import constant_reflectance, with_synthetic_reflectance
 
 __all__ = [
     "ICT_COMMIT",
@@ -278,9 +279,7 @@ def _assemble(src: _IctSource, region: str) -> MorphableModel:
         identity_std=identity_std,
         expression_basis=expression_basis,
         expression_std=expression_std,
-        reflectance_mean=np.zeros((keep.size, 3), np.float32),
-        reflectance_basis=empty_basis(keep.size)[0],
-        reflectance_std=empty_basis(keep.size)[1],
+        **constant_reflectance(int(keep.size)),  # replaced by the transferred reflectance below
         landmark_indices=landmarks,
         version=f"ict-facekit@{ICT_COMMIT[:7]} ({n_id} identity, {n_ex} expression modes, region {region})",
         origin=_describe_origin(mean, landmarks),
@@ -419,14 +418,6 @@ def _upstream_files(expressions: list[str], n_identity: int) -> list[str]:
     return [NEUTRAL_FILE, *identity, *[f"{n}.obj" for n in expressions]]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(url: str, target: Path, expected: str | None) -> str:
     """Stream ``url`` to ``target`` via a temporary file; check ``expected`` sha256; return it."""
     digest = hashlib.sha256()
@@ -450,7 +441,7 @@ def _fetch_file(base_url: str, name: str, folder: Path, allow_unpinned: bool, kn
     target = folder / name
     expected = ICT_SHA256.get(name)
     if target.is_file():
-        have = _sha256(target)
+        have = file_sha256(target)
         if have == (expected or known.get(name)):
             return have
     if expected is None and not allow_unpinned:

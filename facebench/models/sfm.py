@@ -40,7 +40,7 @@ from facebench.models.bfm import (
     unit_column_basis,
 )
 from facebench.models.morphable_model import MorphableModel, empty_basis
-from facebench.models.reflectance_transfer import with_synthetic_reflectance
+from facebench.models.reflectance_transfer import constant_reflectance, with_synthetic_reflectance
 
 #: The eos MorphableModel class version this reader understands.
 EOS_MODEL_VERSION = 1
@@ -271,6 +271,5 @@ def load_sfm(
             color["mean"][:, 0].reshape(V, 3), color_basis, color_std, color_space, "SFM colour model, [0, 1]")
         metadata["reflectance_basis"] = color_info
         return MorphableModel(**fields, reflectance_source=source, **reflectance)
-    placeholder = {"reflectance_mean": np.full((V, 3), 0.5, np.float32)}
-    placeholder["reflectance_basis"], placeholder["reflectance_std"] = empty_basis(V)
+    placeholder = constant_reflectance(V)  # replaced by the transferred reflectance below
     return with_synthetic_reflectance(MorphableModel(**fields, **placeholder))
