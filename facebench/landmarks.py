@@ -80,3 +80,14 @@ def _mirror() -> np.ndarray:
 
 #: ``IBUG68_MIRROR[i]`` is the 0-based index of landmark i's mirror image (x -> -x) partner.
 IBUG68_MIRROR: np.ndarray = _mirror()
+
+
+#: Scan landmark sets of the real-data protocols, in protocol order (names of Ramon et al.'s
+#: annotation files). ``micc4``: the 4 vertices annotated on each MICC scan
+#: (``data/micc/cases/subject_N/correspondences.txt``); ``facewarehouse6``: the 6 template vertices
+#: of ``data/facewarehouse/vertex_identifiers.txt``. "right"/"left" are the subject's.
+SCAN_LANDMARK_SETS: dict[str, tuple[str, ...]] = {
+    "micc4": ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central"),
+    "facewarehouse6": ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central",
+                       "right_ear_tragus", "left_ear_tragus"),
+}

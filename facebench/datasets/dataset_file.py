@@ -203,11 +203,16 @@ class FaceDataset:
                 self.n_vertices = int(f["vertices"].shape[1]) if "vertices" in f else 0
                 self.faces = f["faces"][()]
                 self.landmark_indices = f["landmark_indices"][()]
-                self.shared_K = f["K"][()] if f["K"].ndim == 2 else None
                 self.attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+                self.kind = str(self.attrs.get("dataset_kind", "synthetic"))
                 self.coefficient_fields = tuple(f["coefficients"].keys()) if "coefficients" in f else ()
                 self.fields = tuple(k for k in PER_SAMPLE_FIELDS if k in f)
                 self.extra_fields = tuple(k for k in OPTIONAL_FIELDS if k in f)
+                if self.is_scan_dataset:
+                    self._open_scan_dataset(f)
+                    return
+                self.shared_K = f["K"][()] if f["K"].ndim == 2 else None
+                self.landmark_names = None
                 missing = [k for k in ("ids", *PER_SAMPLE_FIELDS) if k not in f]
                 if missing:
                     raise InputFileError(self.path, f"dataset lacks {', '.join(missing)}")
@@ -220,6 +225,43 @@ class FaceDataset:
             raise InputFileError(self.path, f"unreadable dataset file: {error}") from None
         self._file = None
         self._pid = None
+
+    @property
+    def is_scan_dataset(self) -> bool:
+        """True for real-data files with per-sample scans (MICC, FaceWarehouse; see
+        :mod:`facebench.datasets.scan_dataset`)."""
+        from facebench.datasets.scan_dataset import SCAN_KINDS
+
+        return self.kind in SCAN_KINDS
+
+    def _open_scan_dataset(self, f: h5py.File) -> None:
+        from facebench.datasets.scan_dataset import check_scan_file
+
+        check_scan_file(f, self.path)
+        self.shared_K = None
+        self.landmark_names = [_decode(v) for v in f["landmark_names"][()]]
+        self._file = None
+        self._pid = None
+
+    def scan(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ground-truth surface of sample ``index``: ``vertices (V,3)`` float64 mm and
+        ``faces (F,3)`` int64. Scan datasets: the sample's own scan; synthetic datasets: the
+        sample's vertices with the shared faces."""
+        if self.is_scan_dataset:
+            from facebench.datasets.scan_dataset import read_scan
+
+            return read_scan(self._h5(), _decode(self._h5()["ids"][index]))
+        return self.read("vertices", index, index + 1)[0].astype(np.float64), np.asarray(self.faces, np.int64)
+
+    def scan_landmarks(self, index: int) -> np.ndarray:
+        """Ground-truth 3D landmarks of sample ``index`` in the protocol's order, ``(L,3)`` float64 mm,
+        NaN where undefined (scan datasets: ``scan_landmarks``; synthetic: vertices at
+        ``landmark_indices``)."""
+        if self.is_scan_dataset:
+            return self._h5()["scan_landmarks"][index].astype(np.float64)
+        vertices, _ = self.scan(index)
+        indices = self.landmark_indices
+        return np.where((indices >= 0)[:, None], vertices[np.maximum(indices, 0)], np.nan)
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
