@@ -14,6 +14,7 @@ import click
 from facebench import __version__
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.baselines import baselines
+from facebench.commands.datasets import datasets
 from facebench.commands.demo import demo_command
 from facebench.commands.hpo import hpo_command
 from facebench.commands.leaderboard import leaderboard
@@ -35,6 +36,7 @@ def main(debug: bool) -> None:
 main.add_command(models)
 main.add_command(leaderboard)
 main.add_command(synth)
+main.add_command(datasets)
 main.add_command(submission)
 main.add_command(score_command)
 main.add_command(baselines)

@@ -7,7 +7,8 @@ are fan-triangulated ``(p0, p_i, p_i+1)``, which keeps their winding.
 - :func:`read_obj` parses with numpy (a 25k-vertex, 2.5 MB OBJ reads in well under 0.1 s);
   ``v x y z [w]`` and ``v x y z r g b`` lines, ``f`` corners written ``a``, ``a/b``, ``a/b/c`` or
   ``a//c``, negative (relative) indices, polygons of any size, comments, blank lines, ``\\r\\n``.
-- :func:`read_mesh` reads ``.obj`` and ``.ply`` (ASCII, binary little or big endian).
+- :func:`read_mesh` reads ``.obj``, ``.ply`` (ASCII, binary little or big endian) and VRML 2.0
+  ``.wrl`` (``IndexedFaceSet`` geometry, :func:`facebench.datasets.vrml.read_vrml`).
 - :func:`write_mesh` writes ``.obj`` (ASCII) or ``.ply`` (binary little endian, float32 vertices,
   uchar colours), atomically: a temporary file in the same folder, then ``os.replace``.
 
@@ -26,10 +27,13 @@ import numpy as np
 from facebench.atomic import atomic_path
 from facebench.errors import InputFileError
 
-__all__ = ["ObjMesh", "Mesh", "read_obj", "read_ply", "read_mesh", "write_mesh", "MESH_SUFFIXES"]
+__all__ = ["ObjMesh", "Mesh", "read_obj", "read_ply", "read_mesh", "write_mesh", "MESH_SUFFIXES",
+           "READ_SUFFIXES"]
 
 #: File suffixes :func:`read_mesh` and :func:`write_mesh` understand.
 MESH_SUFFIXES = (".obj", ".ply")
+#: File suffixes :func:`read_mesh` reads (VRML is read only).
+READ_SUFFIXES = (".obj", ".ply", ".wrl")
 
 
 @dataclasses.dataclass(eq=False)
@@ -410,14 +414,19 @@ def _ply_mesh(path: Path, parsed: dict[str, dict]) -> ObjMesh:
 
 # ---------------------------------------------------------------------------------------- any
 def read_mesh(path: str | Path) -> ObjMesh:
-    """Read an ``.obj`` or ``.ply`` mesh (by suffix); see :func:`read_obj` and :func:`read_ply`."""
+    """Read an ``.obj``, ``.ply`` or ``.wrl`` mesh (by suffix); see :func:`read_obj`, :func:`read_ply`
+    and :func:`facebench.datasets.vrml.read_vrml`."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".obj":
         return read_obj(path)
     if suffix == ".ply":
         return read_ply(path)
-    raise InputFileError(path, f"unsupported mesh format {suffix!r} (expected .obj or .ply)")
+    if suffix == ".wrl":
+        from facebench.datasets.vrml import read_vrml
+
+        return read_vrml(path)
+    raise InputFileError(path, f"unsupported mesh format {suffix!r} (expected .obj, .ply or .wrl)")
 
 
 def write_mesh(path: str | Path, vertices, faces, colors=None) -> Path:

@@ -41,8 +41,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +48,7 @@ import numpy as np
 
 from facebench.atomic import atomic_path
 from facebench.cache import cache_dir
+from facebench.download import DownloadHashError, download
 from facebench.errors import FacebenchError, InputFileError, ModelFileError
 from facebench.hashing import file_sha256
 from facebench.meshio import ObjMesh, read_obj
@@ -418,24 +417,6 @@ def _upstream_files(expressions: list[str], n_identity: int) -> list[str]:
     return [NEUTRAL_FILE, *identity, *[f"{n}.obj" for n in expressions]]
 
 
-def _download(url: str, target: Path, expected: str | None) -> str:
-    """Stream ``url`` to ``target`` via a temporary file; check ``expected`` sha256; return it."""
-    digest = hashlib.sha256()
-    with atomic_path(target) as tmp, open(tmp, "wb") as out:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise FacebenchError(f"cannot download {url}: {reason}") from None
-        got = digest.hexdigest()
-        if expected is not None and got != expected:
-            raise ModelFileError(url, f"sha256 {got} does not match the pinned {expected}; file discarded")
-    return got
-
-
 def _fetch_file(base_url: str, name: str, folder: Path, allow_unpinned: bool, known: dict) -> str:
     """Download one file unless a verified copy is there; return its sha256."""
     target = folder / name
@@ -446,7 +427,10 @@ def _fetch_file(base_url: str, name: str, folder: Path, allow_unpinned: bool, kn
             return have
     if expected is None and not allow_unpinned:
         raise FacebenchError(f"{name} has no pinned sha256: fetch it with allow_unpinned=True")
-    return _download(base_url + name, target, expected)
+    try:
+        return download(base_url + name, target, expected)
+    except DownloadHashError as error:
+        raise ModelFileError(error.path, error.message) from None
 
 
 def _read_manifest(path: Path) -> dict:
