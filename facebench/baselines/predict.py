@@ -10,6 +10,17 @@
 - :func:`iterate_predictions` yields predictions batch by batch; :func:`predict` writes them as an
   HDF5 submission (``vertices``, ``q``, ``t``, the dataset's ``landmark_indices``) that
   ``facebench score`` takes; :func:`evaluate` returns the mean validation metrics.
+
+**Scan datasets** (MICC, FaceWarehouse files of ``facebench datasets prepare``): their images are
+face crops stored **sRGB** as captured, at their own size S×S, while the regressors were trained
+on facebench's **linear-RGB** synthetic renders of ``image_size``. :func:`scan_dataset_images`
+decodes sRGB to linear light (IEC 61966-2-1, a 256-entry table) and then resizes to the
+regressor's size (bilinear with antialiasing, in linear light, where averaging pixels is
+physically right). The face model comes from the checkpoint (:func:`model_for_checkpoint`: the
+regressor config's model name, the training set's model path), since a scan dataset names none;
+the submission carries the model's faces and the scan landmark set's vertex indices
+(:func:`facebench.benchmark.landmark_sets.landmark_indices_for`) and no pose (the scans have no
+ground-truth camera).
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "load_checkpoint",
     "model_for_dataset",
+    "model_for_checkpoint",
+    "scan_dataset_images",
+    "iterate_scan_predictions",
     "regressor_from_checkpoint",
     "iterate_predictions",
     "evaluate",
@@ -37,8 +51,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "facebench-regressor-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -86,7 +98,52 @@ def model_for_dataset(dataset, model_path: str | Path | None = None):
     return model
 
 
+def model_for_checkpoint(checkpoint: dict[str, Any], model_path: str | Path | None = None, *,
+                         path: str | Path | None = None):
+    """The face model a checkpoint's regressor was trained with (for datasets that name none).
+
+    Loads ``facebench.models.load(name, model_path)`` with the regressor config's model name; without
+    ``model_path``, the path recorded in the training set's ``model_spec`` (when that file is still
+    there) or none (the procedural model needs none). FacebenchError (one line) when it cannot be
+    loaded or its digest differs from the checkpoint's.
+    """
+    from facebench.models import load
+
+    where = f"{path}: " if path is not None else ""
+    arch = checkpoint["config"]["regressor"]
+    name = arch.get("model")
+    if not isinstance(name, str) or not name:
+        raise FacebenchError(f"{where}the checkpoint names no face model")
+    if model_path is None:
+        model_path = _training_model_path(checkpoint)
+    try:
+        model = load(name, model_path)
+    except FacebenchError as error:
+        raise FacebenchError(f"{where}cannot load the run's face model {name!r} ({error}); give its path") from None
+    digest = arch.get("model_digest")
+    if digest not in (None, model.digest()):
+        raise FacebenchError(f"{where}trained with another {name!r} model (digest {str(digest)[:12]}, loaded "
+                             f"{model.digest()[:12]}); give the right model path")
+    return model
+
+
+def _training_model_path(checkpoint: dict[str, Any]) -> str | None:
+    from facebench.datasets.dataset_file import FaceDataset
+
+    train = checkpoint["config"].get("train") or {}
+    dataset = train.get("dataset") if isinstance(train, dict) else None
+    if not isinstance(dataset, str) or not Path(dataset).is_file():
+        return None
+    try:
+        spec = FaceDataset(dataset).attrs.get("model_spec")
+    except (InputFileError, OSError):
+        return None
+    return spec.get("path") if isinstance(spec, dict) else None
+
+
 def _check_model(dataset, model) -> None:
+    if getattr(dataset, "is_scan_dataset", False):
+        return  # scans have their own topologies: any model can be scored against them
     digest = dataset.attrs.get("model_digest")
     if isinstance(digest, str) and digest and digest != model.digest():
         raise InputFileError(dataset.path, f"made with another {model.name!r} model (digest {digest[:12]}, "
@@ -120,6 +177,8 @@ def regressor_from_checkpoint(checkpoint: dict[str, Any], model, *, path: str | 
 
 
 def _check_image_size(dataset, regressor) -> None:
+    if getattr(dataset, "is_scan_dataset", False):
+        return  # crops are resized to the regressor's size (scan_dataset_images)
     size = dataset.attrs.get("image_size")
     if size is not None and tuple(int(s) for s in size) != tuple(regressor.image_size):
         raise InputFileError(dataset.path, f"images are {size[0]}x{size[1]} px but the regressor was built for "
@@ -154,6 +213,53 @@ def iterate_predictions(regressor, dataset_path: str | Path, *, device="cpu", ba
         regressor.train(was_training)
 
 
+def _srgb_table() -> torch.Tensor:
+    """Linear value of each 8-bit sRGB code (IEC 61966-2-1), ``(256,)`` float32."""
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return torch.from_numpy(np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32))
+
+
+def scan_dataset_images(images: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """sRGB ``uint8 (B,S,S,3)`` crops → linear RGB ``float32 (B,3,H,W)`` in [0, 1] at ``size = (H, W)``.
+
+    sRGB is decoded to linear light first, then the images are resized (bilinear, antialiased,
+    ``align_corners=False``); an image already at ``size`` is only decoded.
+    """
+    import torch.nn.functional as F
+
+    array = np.asarray(images)
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (B,H,W,3), got {array.dtype} {array.shape}")
+    linear = _srgb_table()[torch.from_numpy(array).long()].permute(0, 3, 1, 2).contiguous()
+    if tuple(linear.shape[2:]) == tuple(size):
+        return linear
+    resized = F.interpolate(linear, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False,
+                            antialias=True)
+    return resized.clamp_(0.0, 1.0)
+
+
+def iterate_scan_predictions(regressor, dataset, *, device="cpu", batch_size: int = 32
+                             ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield ``(indices (b,), prediction)`` over a scan dataset's images (see
+    :func:`scan_dataset_images`), in order, eval mode, no gradients; prediction as in
+    :func:`iterate_predictions`. ``dataset``: a :class:`FaceDataset` or its path."""
+    from facebench.datasets.dataset_file import FaceDataset
+
+    device = resolve_device(device)
+    reader = dataset if isinstance(dataset, FaceDataset) else FaceDataset(dataset)
+    was_training = regressor.training
+    regressor.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(reader), batch_size):
+                stop = min(start + batch_size, len(reader))
+                images = scan_dataset_images(reader.read("images", start, stop), regressor.image_size)
+                out = regressor(images.to(device))
+                yield np.arange(start, stop), {k: v.detach().to("cpu", torch.float64).numpy() for k, v in out.items()}
+    finally:
+        regressor.train(was_training)
+
+
 def evaluate(regressor, dataset_path: str | Path, *, device="cpu", batch_size: int = 32,
              workers: int = 0) -> dict[str, float]:
     """Mean metrics of ``regressor`` on a dataset (``facebench.benchmark.metrics``):
@@ -181,11 +287,16 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
 
     Args:
         checkpoint: ``RUN/model.pt`` or ``RUN/best.pt`` (read with ``weights_only=True``).
-        dataset: a facebench dataset file made with the face model the regressor was trained on.
+        dataset: a facebench dataset file made with the face model the regressor was trained on,
+            or a scan dataset (MICC, FaceWarehouse; see the module docstring).
         out: the submission (``.h5``), written atomically: ``ids``, ``vertices (N,V,3)`` float32 mm
             head frame, ``q (N,4)`` unit, ``t (N,3)`` mm, the dataset's ``landmark_indices``;
             attrs ``method`` (default: the run's), ``checkpoint_epoch``, ``encoder``, ``loss``.
-        model: the face model (default: loaded from the dataset's attributes).
+            For a scan dataset: ``faces`` (the model's), ``landmark_indices`` of the dataset's
+            scan landmark set on the model, no ``q``/``t``, attr ``image_conversion``.
+        model: the face model (default: loaded from the dataset's attributes; for a scan dataset,
+            from the checkpoint, see :func:`model_for_checkpoint`).
+        model_path: the face model's file for models read from a file.
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -202,6 +313,9 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
     device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     reader = FaceDataset(dataset)
+    if reader.is_scan_dataset:
+        return _predict_scans(ckpt, checkpoint, reader, out, device=device, batch_size=batch_size, method=method,
+                              model=model, model_path=model_path)
     if model is None:
         model = model_for_dataset(reader)
     else:
@@ -219,4 +333,32 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
             index = batch["index"].numpy()
             start = int(index[0])
             writer.write(start, ids=[ids[i] for i in index], vertices=pred["vertices"], q=pred["q"], t=pred["t"])
+    return out
+
+
+def _predict_scans(ckpt, checkpoint, reader, out: Path, *, device, batch_size: int, method, model, model_path) -> Path:
+    """:func:`predict` on a scan dataset (module docstring): the run's model, its faces and the
+    protocol landmark set's vertex indices, no pose."""
+    from facebench.benchmark.landmark_sets import landmark_indices_for
+    from facebench.benchmark.submission import SubmissionWriter
+
+    if model is None:
+        model = model_for_checkpoint(ckpt, model_path, path=checkpoint)
+    regressor = regressor_from_checkpoint(ckpt, model, path=checkpoint).to(device)
+    landmark_set = str(reader.attrs.get("landmark_set", ""))
+    try:
+        landmark_indices = landmark_indices_for(model, landmark_set)
+    except FacebenchError as error:
+        raise FacebenchError(f"{reader.path}: {error}") from None
+    ids = reader.ids
+    run = ckpt["config"]
+    size = reader.attrs.get("image_size") or ["?", "?"]
+    attrs = {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "encoder": regressor.encoder_name,
+             "loss": str(run.get("train", {}).get("loss", "")), "model": model.name, "landmark_set": landmark_set,
+             "image_conversion": f"sRGB {size[0]}x{size[1]} -> linear RGB {regressor.image_size[0]}x"
+                                 f"{regressor.image_size[1]} (decode, then bilinear antialiased resize)"}
+    with SubmissionWriter(out, n=len(ids), n_vertices=model.n_vertices, method=method or run.get("method", "regressor"),
+                          faces=np.asarray(model.faces), landmark_indices=landmark_indices, attrs=attrs) as writer:
+        for index, pred in iterate_scan_predictions(regressor, reader, device=device, batch_size=batch_size):
+            writer.write(int(index[0]), ids=[ids[i] for i in index], vertices=pred["vertices"])
     return out

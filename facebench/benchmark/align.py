@@ -8,7 +8,8 @@ any step, so a mirrored prediction scores as what it is (NoW's reflecting Procru
 **Steps** (:func:`align_and_measure`, parameters in :class:`ScanAlignmentParams`):
 
 1. crop: keep the ground-truth vertices within a sphere around a ground-truth landmark (the nose
-   tip by default), or all of them;
+   tip by default), around the nose tip found on the scan (:func:`scan_nose_tip`, for MICC whose
+   annotations have no nose tip), or all of them;
 2. landmarks: Umeyama fit of the predicted landmarks onto the ground-truth ones
    (:func:`landmark_similarity`; NaN landmarks skipped), or the identity when the prediction is
    already in the ground truth's frame;
@@ -54,6 +55,15 @@ from facebench.geometry import similarity_from_correspondences, vertex_normals
 
 #: 0-based iBUG-68 index of the nose tip (landmark 31).
 IBUG68_NOSE_TIP = 30
+#: Crop centres a protocol can name: a ground-truth landmark index, ``"nose_tip"`` (iBUG-68
+#: landmark 31 of the ground truth) or ``"scan_nose_tip"`` (found on the scan, :func:`scan_nose_tip`).
+CROP_CENTERS = ("nose_tip", "scan_nose_tip")
+#: Order of the first four scan landmarks (``micc4``; ``facewarehouse6`` starts with the same four).
+SCAN_LANDMARK_ORDER = ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central")
+#: Default search radius (mm) around ``nose_base`` for :func:`scan_nose_tip`.
+NOSE_TIP_SEARCH_MM = 30.0
+#: Largest distance (mm) of the nose tip from the mid-sagittal plane (:func:`scan_nose_tip`).
+NOSE_TIP_LATERAL_MM = 10.0
 
 METHODS = ("point_to_plane", "point_to_point")
 DIRECTIONS = ("gt_to_pred", "pred_to_gt", "symmetric")
@@ -192,6 +202,74 @@ def crop_sphere(points, center, radius_mm: float) -> np.ndarray:
         raise ValueError(f"crop radius must be > 0 mm, got {radius_mm}")
     d2 = np.sum((p - c) ** 2, axis=1)
     return np.flatnonzero(d2 <= float(radius_mm) ** 2).astype(np.int64)
+
+
+def face_forward(scan_vertices, scan_landmarks) -> np.ndarray:
+    """Unit forward direction of a scanned face from its ``micc4`` landmarks, scan frame.
+
+    The normal of the plane through the right and left eye lacrimal points and the lips' central
+    point (landmarks 0, 1 and 3 of :data:`SCAN_LANDMARK_ORDER`), oriented away from the scan's
+    centroid: a face scan is a shell whose centroid lies behind the face, so the face looks along
+    the normal that points from the centroid toward the landmarks. The nose base is not used (it
+    lies in front of that plane and would tilt it).
+
+    Args:
+        scan_vertices: ``(V, 3)`` mm. scan_landmarks: ``(L >= 4, 3)`` mm in :data:`SCAN_LANDMARK_ORDER`.
+
+    Raises:
+        AlignmentError: a landmark is missing (NaN) or the three points are collinear.
+    """
+    v = _points(scan_vertices, "scan vertices")
+    lm = _points(scan_landmarks, "scan landmarks")
+    if len(lm) < 4:
+        raise AlignmentError(f"the scan nose tip needs the {len(SCAN_LANDMARK_ORDER)} scan landmarks "
+                             f"({', '.join(SCAN_LANDMARK_ORDER)}), got {len(lm)}")
+    right, left, lips = lm[0], lm[1], lm[3]
+    if not np.all(np.isfinite([right, left, lips])):
+        raise AlignmentError("the scan nose tip needs both eye lacrimal points and the lips' central point; "
+                             "one is missing (NaN)")
+    normal = np.cross(left - right, lips - right)
+    length = float(np.linalg.norm(normal))
+    if not length > 1e-6 * max(float(np.linalg.norm(left - right) * np.linalg.norm(lips - right)), 1e-12):
+        raise AlignmentError("the eye lacrimal and lips landmarks of the scan are collinear: no face direction")
+    normal /= length
+    if float(normal @ ((right + left + lips) / 3.0 - v.mean(axis=0))) < 0:
+        normal = -normal
+    return normal
+
+
+def scan_nose_tip(scan_vertices, scan_landmarks, *, search_mm: float = NOSE_TIP_SEARCH_MM) -> np.ndarray:
+    """The nose tip of a scan annotated with the ``micc4`` landmarks, ``(3,)`` mm, scan frame.
+
+    MICC's four annotated vertices have no nose tip; the 95 mm crop of Deng et al. is centred on
+    one. It is defined here as the scan vertex that lies farthest along the face's forward
+    direction (:func:`face_forward`) among the scan vertices within ``search_mm`` of the nose base
+    (landmark 2) and within :data:`NOSE_TIP_LATERAL_MM` of the mid-sagittal plane (the plane
+    through the nose base whose normal is the lacrimal-to-lacrimal direction, made orthogonal to
+    the forward direction). The sphere keeps the chin, brows and hair out (the procedural model's
+    tip lies 23 mm from its subnasale); the slab keeps out cheeks, which on some faces reach
+    farther forward than the nose tip within that sphere. On procedural faces the vertex found
+    is the model's ``nose_tip`` vertex or within a few mm of it (the forward direction is tilted
+    a few degrees from the head's +z).
+
+    Raises:
+        AlignmentError: missing landmarks or no scan vertex within ``search_mm`` of the nose base.
+    """
+    v = _points(scan_vertices, "scan vertices")
+    lm = _points(scan_landmarks, "scan landmarks")
+    forward = face_forward(v, lm)
+    base = lm[2]
+    if not np.all(np.isfinite(base)):
+        raise AlignmentError("the scan nose tip is searched around the nose base, which is missing (NaN)")
+    lateral = lm[1] - lm[0]
+    lateral = lateral - (lateral @ forward) * forward
+    lateral /= np.linalg.norm(lateral)  # non-zero: face_forward checked the three points
+    near = crop_sphere(v, base, search_mm)
+    near = near[np.abs((v[near] - base) @ lateral) <= NOSE_TIP_LATERAL_MM]
+    if len(near) == 0:
+        raise AlignmentError(f"no scan vertex within {search_mm:g} mm of the nose base and "
+                             f"{NOSE_TIP_LATERAL_MM:g} mm of the mid-sagittal plane")
+    return v[near[np.argmax(v[near] @ forward)]].copy()
 
 
 # ---------------------------------------------------------------------------- prepared prediction
@@ -403,7 +481,9 @@ class ScanAlignmentParams:
         method: ``"point_to_plane"`` or ``"point_to_point"`` (ICP estimation).
         max_iterations, tolerance, max_correspondence_mm: ICP settings (see :func:`refine_icp`).
         icp_max_points: ICP uses at most this many kept scan points (fixed-seed subset); None: all.
-        crop_center: ground-truth landmark index, or ``"nose_tip"`` (iBUG-68 index 30).
+        crop_center: ground-truth landmark index, ``"nose_tip"`` (iBUG-68 index 30) or
+            ``"scan_nose_tip"`` (:func:`scan_nose_tip` on the scan and its ``micc4`` landmarks).
+        crop_search_mm: search radius around the nose base for ``"scan_nose_tip"``.
         crop_radius_mm: sphere radius around the crop centre; None keeps every ground-truth vertex.
         direction: ``"gt_to_pred"`` (each kept ground-truth vertex to the predicted surface),
             ``"pred_to_gt"`` (each aligned predicted vertex inside the crop sphere to the
@@ -421,6 +501,7 @@ class ScanAlignmentParams:
     crop_center: int | str = "nose_tip"
     crop_radius_mm: float | None = None
     direction: str = "gt_to_pred"
+    crop_search_mm: float = NOSE_TIP_SEARCH_MM
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -435,11 +516,14 @@ class ScanAlignmentParams:
             raise ValueError(f"icp_max_points must be >= 3 or None, got {self.icp_max_points}")
         if self.crop_radius_mm is not None and not self.crop_radius_mm > 0:
             raise ValueError(f"crop_radius_mm must be > 0 or None, got {self.crop_radius_mm}")
+        allowed = f"a landmark index or one of {', '.join(map(repr, CROP_CENTERS))}"
         if isinstance(self.crop_center, str):
-            if self.crop_center != "nose_tip":
-                raise ValueError(f"crop_center must be a landmark index or 'nose_tip', got {self.crop_center!r}")
+            if self.crop_center not in CROP_CENTERS:
+                raise ValueError(f"crop_center must be {allowed}, got {self.crop_center!r}")
         elif isinstance(self.crop_center, bool) or not isinstance(self.crop_center, (int, np.integer)):
-            raise ValueError(f"crop_center must be a landmark index or 'nose_tip', got {self.crop_center!r}")
+            raise ValueError(f"crop_center must be {allowed}, got {self.crop_center!r}")
+        if not self.crop_search_mm > 0:
+            raise ValueError(f"crop_search_mm must be > 0, got {self.crop_search_mm}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -489,10 +573,15 @@ class ScanResult:
         }
 
 
-def _crop_center(gt_landmarks, center: int | str) -> np.ndarray:
+def _crop_center(gt_landmarks, center: int | str, gt_vertices=None,
+                 search_mm: float = NOSE_TIP_SEARCH_MM) -> np.ndarray:
     if gt_landmarks is None:
         raise AlignmentError("a crop around a landmark needs the ground-truth landmarks")
     lm = _points(gt_landmarks, "ground-truth landmarks")
+    if center == "scan_nose_tip":
+        if gt_vertices is None:
+            raise AlignmentError("crop_center 'scan_nose_tip' needs the scan's vertices")
+        return scan_nose_tip(gt_vertices, lm, search_mm=search_mm)
     if center == "nose_tip":
         if len(lm) != 68:
             raise AlignmentError(f"crop_center 'nose_tip' means iBUG-68 landmark 31, but the ground truth has "
@@ -547,7 +636,7 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
     if params.crop_radius_mm is None:
         kept = np.arange(len(gt), dtype=np.int64)
     else:
-        center = _crop_center(gt_landmarks, params.crop_center)
+        center = _crop_center(gt_landmarks, params.crop_center, gt, params.crop_search_mm)
         kept = crop_sphere(gt, center, params.crop_radius_mm)
         if len(kept) < 3:
             raise AlignmentError(f"the crop ({params.crop_radius_mm} mm) keeps {len(kept)} ground-truth vertices")

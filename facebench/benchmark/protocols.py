@@ -14,9 +14,11 @@ Presets:
 - ``synthetic-scan`` — the same ground truth treated as a scan: similarity from the 68 iBUG
   landmarks (Umeyama, no reflection), point-to-plane ICP with scale refinement, distance from every
   ground-truth vertex to the predicted surface. Tests the scan machinery with exact ground truth.
-- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` — re-implementations of the
-  papers' descriptions for real data (parameters and their sources in ``benchmark/*.md``); the
-  dataset adapters arrive with the real-datasets issue.
+- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` (version 1.0) —
+  re-implementations of the papers' descriptions for real data, scored on files written by
+  ``facebench datasets prepare micc|facewarehouse`` (per-sample scans of their own topology; see
+  :mod:`facebench.datasets.scan_dataset`). Each parameter and its source (the paper's text, the
+  authors' data README, or our choice) is in ``benchmark/<name>.md``.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ class Protocol:
         icp_max_iterations, icp_tolerance: ICP convergence (relative RMSE change).
         icp_max_correspondence_mm: correspondence distance cut-off during ICP.
         icp_max_points: ICP uses at most this many ground-truth points (fixed-seed subset); None: all.
-        crop_center: "nose_tip" (iBUG 31 of the ground truth) or None.
+        crop_center: "nose_tip" (iBUG 31 of the ground truth), "scan_nose_tip" (the scan vertex
+            most frontal along the face's forward direction near the annotated nose base, see
+            :func:`facebench.benchmark.align.scan_nose_tip`) or None.
         crop_radius_mm: radius of the ground-truth crop sphere, None for no crop.
+        crop_search_mm: for "scan_nose_tip", the search radius around the nose base (mm).
         distance_direction: "gt_to_pred" (each kept ground-truth vertex to the predicted surface),
             "pred_to_gt" or "symmetric".
         aggregation: "mean" (mean distance per sample, then mean over samples) or
@@ -75,6 +80,7 @@ class Protocol:
     icp_max_points: int | None = 5000
     crop_center: str | None = None
     crop_radius_mm: float | None = None
+    crop_search_mm: float = 30.0
     distance_direction: str = "gt_to_pred"
     aggregation: str = "mean"
     pose_metrics: bool = True
@@ -90,6 +96,7 @@ class Protocol:
             "distance_direction": ("gt_to_pred", "pred_to_gt", "symmetric"),
             "aggregation": ("mean", "rmse_mean_std"),
             "dataset_kind": ("synthetic", "micc", "facewarehouse"),
+            "crop_center": (None, "nose_tip", "scan_nose_tip"),
         }
         for field, values in allowed.items():
             if getattr(self, field) not in values:
@@ -152,62 +159,62 @@ SYNTHETIC_SCAN = Protocol(
     pose_metrics=False,
 )
 
+#: ICP settings shared by the real-data presets (our choices; see the cards in ``benchmark/``):
+#: point-to-plane similarity steps until the scale changes by < 1e-5, then a rigid open3d ICP with
+#: relative fitness/RMSE change 1e-5 (at most 50 iterations each), pairs farther than 10 mm ignored
+#: (scan regions the prediction does not cover: hair, neck, ears), at most 5,000 scan points.
+_REAL_ICP = dict(topology="scan", alignment="similarity", icp="point_to_plane", icp_scale=True,
+                 icp_max_iterations=50, icp_tolerance=1e-5, icp_max_correspondence_mm=10.0, icp_max_points=5000,
+                 distance_direction="gt_to_pred", pose_metrics=False)
+
 MICC_RAMON2019 = Protocol(
     name="micc-ramon2019",
-    version="0.1",
+    version="1.0",
     description=(
         "MICC Florence, Indoor-Cooperative video, the most frontal frame listed by Ramon et al.; similarity "
-        "from the 4 annotated scan vertices (right/left eye lacrimal, nose base, lips central), ICP, mean "
-        "distance from scan vertices to the predicted surface. Parameters to be confirmed by the real-dataset "
-        "adapter (see benchmark/real-data-presets.md)."
+        "(Umeyama, no reflection) from the 4 annotated scan vertices (right/left eye lacrimal, nose base, lips "
+        "central), point-to-plane ICP with scale, then the mean distance from every scan vertex to the predicted "
+        "surface, mean over subjects (benchmark/micc-ramon2019.md)."
     ),
-    reimplements="Ramon et al. 2019, Table 3 (MICC)",
+    reimplements="Ramon et al. 2019, Table 3 (MICC), as described in the paper and data/micc/README.md",
     dataset_kind="micc",
-    topology="scan",
-    alignment="similarity",
     landmarks="micc4",
-    icp="point_to_plane",
-    icp_scale=True,
-    pose_metrics=False,
+    **_REAL_ICP,
 )
 
 FACEWAREHOUSE_RAMON2019 = Protocol(
     name="facewarehouse-ramon2019",
-    version="0.1",
+    version="1.0",
     description=(
-        "FaceWarehouse neutral expression (pose_0), similarity from the 6 template vertices of Ramon et al., "
-        "ICP with scale; FaceWarehouse units are not metric: errors are put in mm by the dataset's "
-        "scale (see benchmark/real-data-presets.md)."
+        "FaceWarehouse neutral expression (pose_0), similarity (Umeyama, no reflection) from the 6 template "
+        "vertices of Ramon et al., point-to-plane ICP with scale, mean distance from every template vertex to the "
+        "predicted surface. FaceWarehouse units are not metric: the prepared file is put in mm by one "
+        "dataset-wide factor (attribute mm_per_unit, recorded in each summary); the similarity absorbs any "
+        "residual scale (benchmark/facewarehouse-ramon2019.md)."
     ),
-    reimplements="Ramon et al. 2019, Table 3 (FaceWarehouse)",
+    reimplements="Ramon et al. 2019, Table 3 (FaceWarehouse), as described in the paper and data/facewarehouse/README.md",
     dataset_kind="facewarehouse",
-    topology="scan",
-    alignment="similarity",
     landmarks="facewarehouse6",
-    icp="point_to_plane",
-    icp_scale=True,
-    pose_metrics=False,
+    **_REAL_ICP,
 )
 
 MICC_95MM = Protocol(
     name="micc-95mm",
-    version="0.1",
+    version="1.0",
     description=(
-        "MICC Florence, the common variant: crop the scan to a 95 mm sphere around the nose tip, "
-        "point-to-plane ICP, per-subject RMSE, then mean ± std over subjects (as Deep3DFaceRecon's "
-        "authors describe it)."
+        "MICC Florence, the common variant: crop the scan to a 95 mm sphere around its nose tip (the most frontal "
+        "scan vertex near the annotated nose base), similarity from the 4 annotated vertices, point-to-plane ICP, "
+        "per-subject RMSE of the scan-to-prediction distances, then mean ± std over subjects, as Deep3DFaceRecon's "
+        "authors describe it (benchmark/micc-95mm.md)."
     ),
     reimplements="Deng et al. 2019 (Deep3DFaceRecon) evaluation on MICC, as described",
     dataset_kind="micc",
-    topology="scan",
-    alignment="similarity",
     landmarks="micc4",
-    icp="point_to_plane",
-    icp_scale=True,
-    crop_center="nose_tip",
+    crop_center="scan_nose_tip",
     crop_radius_mm=95.0,
+    crop_search_mm=30.0,
     aggregation="rmse_mean_std",
-    pose_metrics=False,
+    **_REAL_ICP,
 )
 
 PRESETS: dict[str, Protocol] = {

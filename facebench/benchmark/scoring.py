@@ -11,7 +11,10 @@ samples (vectorized). Scan protocols align each prediction onto its ground truth
 similarity, ICP; never a reflection) and measure ground-truth-to-surface distances, one sample at a
 time; a failure in one sample (e.g. degenerate landmarks) marks that sample unscored with its
 reason and never stops the others. Missing predictions are never scored as zero: they lower the
-completion rate.
+completion rate. Scan datasets (MICC, FaceWarehouse) give each sample its own scan of its own
+topology (``FaceDataset.scan``); their ``per_vertex.npz`` holds the ragged per-sample distances on
+each scan's vertices only (no mean face: the scans share no topology), and ``summary.json``
+records the dataset's kind, landmark names and ``mm_per_unit``.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def score(
 
 
 def _check_dataset(dataset: FaceDataset, protocol: Protocol) -> None:
-    kind = dataset.attrs.get("dataset_kind", "synthetic")
+    kind = dataset.kind
     if kind != protocol.dataset_kind:
         raise FacebenchError(
             f"protocol {protocol.name} scores {protocol.dataset_kind} datasets, but {dataset.path} is {kind!r}"
@@ -200,45 +203,55 @@ def _scan_params(protocol: Protocol):
         icp_max_points=protocol.icp_max_points,
         crop_center=protocol.crop_center or "nose_tip",
         crop_radius_mm=protocol.crop_radius_mm,
+        crop_search_mm=protocol.crop_search_mm,
         direction=protocol.distance_direction,
     )
 
 
 def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None):
+    """Align and measure one sample at a time. Ground truth: ``dataset.scan(i)`` (the sample's own
+    scan for MICC/FaceWarehouse files, the vertices with the shared faces for synthetic ones) and
+    ``dataset.scan_landmarks(i)`` in the protocol's landmark order. Per-vertex results: ragged
+    ``offsets``/``vertex_indices``/``distances`` on each scan's own vertices; the mean per-vertex
+    error on the mean face only when every sample shares one topology (synthetic files)."""
     from facebench.benchmark.align import AlignmentError, align_and_measure
 
     params = _scan_params(protocol)
-    n, V = len(dataset), dataset.n_vertices
+    n = len(dataset)
+    shared = not dataset.is_scan_dataset
+    V = dataset.n_vertices if shared else 0
     values = {key: np.full(n, np.nan) for key in ("shape_mm", *SCAN_METRICS)}
     errors: dict[int, str] = {}
     sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
     offsets, vertex_indices, distances = [0], [], []
-    landmark_indices = dataset.landmark_indices
     for i, sample in enumerate(submission.samples()):
         kept = 0
         if sample.vertices is not None:
-            gt = dataset.read("vertices", i, i + 1)[0].astype(np.float64)
-            gt_landmarks = np.where((landmark_indices >= 0)[:, None], gt[np.maximum(landmark_indices, 0)], np.nan)
             try:
+                gt, gt_faces = dataset.scan(i)
+                gt_landmarks = dataset.scan_landmarks(i)
                 if sample.landmarks is None:
                     raise AlignmentError("the submission gives no landmarks for this prediction")
-                result = align_and_measure(sample.vertices, sample.faces, sample.landmarks, gt, dataset.faces,
+                result = align_and_measure(sample.vertices, sample.faces, sample.landmarks, gt, gt_faces,
                                            gt_landmarks, params)
             except (AlignmentError, ValueError) as error:
                 errors[i] = str(error)
+            except (KeyError, OSError) as error:  # a scan group missing or unreadable in the file
+                errors[i] = f"ground-truth scan unreadable ({type(error).__name__}: {error})"
             else:
                 values["shape_mm"][i] = result.mean_mm
                 values["median_mm"][i] = result.median_mm
                 values["rmse_mm"][i] = result.rmse_mm
                 if result.gt_distances is not None:
-                    sum_per_vertex[result.gt_indices] += result.gt_distances
-                    count[result.gt_indices] += 1
+                    if shared:
+                        sum_per_vertex[result.gt_indices] += result.gt_distances
+                        count[result.gt_indices] += 1
                     vertex_indices.append(result.gt_indices.astype(np.int32))
                     distances.append(result.gt_distances.astype(np.float32))
                     kept = len(result.gt_indices)
         offsets.append(offsets[-1] + kept)
         _report(progress, i + 1, n)
-    per_vertex = _per_vertex_common(dataset, sum_per_vertex, count)
+    per_vertex = _per_vertex_common(dataset, sum_per_vertex, count) if shared else {}
     per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
     per_vertex["offsets"] = np.asarray(offsets, np.int64)
     per_vertex["vertex_indices"] = np.concatenate(vertex_indices) if vertex_indices else np.zeros(0, np.int32)
@@ -248,7 +261,10 @@ def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progres
 
 def _per_vertex_common(dataset: FaceDataset, sums: np.ndarray, count: np.ndarray,
                        mean_vertices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Mean per-vertex error and the mean ground-truth shape (read here unless given)."""
+    """Mean per-vertex error and the mean ground-truth shape (read here unless given); only for
+    datasets whose samples share one topology (never called for scan datasets)."""
+    if dataset.is_scan_dataset:
+        raise FacebenchError(f"{dataset.path}: per-sample scans have no shared topology for a mean face")
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
     if mean_vertices is None:
@@ -309,6 +325,9 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
             "n": n_expected,
             "model": dataset.attrs.get("model"),
             "model_version": dataset.attrs.get("model_version"),
+            "kind": dataset.kind,
+            "mm_per_unit": float(dataset.attrs.get("mm_per_unit", 1.0)),
+            "landmark_names": list(dataset.landmark_names) if dataset.landmark_names else None,
         },
         "submission": submission_info,
         "facebench_version": __version__,

@@ -11,8 +11,11 @@ layouts (DESIGN.md, "File formats"), both versioned:
 ``ids (N,)`` str                 sample ids of the dataset (any order; every dataset id once)
 ``vertices (N,V,3)`` float32     predicted shapes, head frame, mm (float64 accepted; float16 warned)
 ``faces (F,3)`` int              optional: the prediction's triangles; default the dataset's faces
-``landmark_indices (L,)`` int    optional: the dataset's landmark set (iBUG-68, same order) as
-                                 vertex indices of the predicted topology; −1 where undefined
+                                 (required for scan datasets, whose scans share no topology)
+``landmark_indices (L,)`` int    optional: the dataset's landmark set (iBUG-68 for synthetic files;
+                                 ``micc4`` / ``facewarehouse6`` for MICC / FaceWarehouse files, see
+                                 ``facebench.landmarks.SCAN_LANDMARK_SETS``; same order) as vertex
+                                 indices of the predicted topology; −1 where undefined
 ``landmarks (N,L,3)`` float      optional: per-sample landmark coordinates, head frame, mm (NaN where
                                  undefined); used instead of ``landmark_indices`` when given, e.g.
                                  when each sample has its own topology

@@ -54,6 +54,10 @@ Problem codes (E: error, W: warning):
 ``orphan-entries``         W   manifest poses / landmarks for ids without a mesh (ignored)
 =========================  ==  =====================================================================
 
+Scan datasets (MICC, FaceWarehouse files): the expected extent is the median largest
+bounding-box side of the first 5 scans; there are no poses (no ``translation-scale`` check); the
+landmark count is the dataset's scan landmark set (4 or 6); HDF5 predictions must give ``faces``.
+
 Decisions: float32 and float64 coordinates are both accepted (float64 is read as is); a few
 degenerate triangles are harmless (closest-point distances ignore them) but many mean a broken
 surface; triangle areas are computed only for topology ``any`` (scan protocols use the surface;
@@ -249,11 +253,26 @@ class _Expectations:
 
 def _expectations(dataset, require_pose: bool, topology: str) -> _Expectations:
     n_vertices = dataset_vertex_count(dataset)
-    sample = dataset.read("vertices", 0, min(len(dataset), 16)).astype(np.float64)
     t_norm = float(np.median(np.linalg.norm(dataset.read("t"), axis=-1))) if "t" in dataset.fields else None
-    extent = float(np.median(np.ptp(sample, axis=1).max(axis=-1))) if len(sample) else float("nan")
     return _Expectations(list(dataset.ids), n_vertices, np.asarray(dataset.faces, np.int64),
-                         len(dataset.landmark_indices), extent, t_norm, require_pose, topology)
+                         len(dataset.landmark_indices), _ground_truth_extent(dataset), t_norm, require_pose, topology)
+
+
+#: Ground-truth samples read to estimate the typical extent (mm).
+EXTENT_SAMPLES = 16
+#: Scans read for the extent of a scan dataset (each is a separate, larger read).
+EXTENT_SCANS = 5
+
+
+def _ground_truth_extent(dataset) -> float:
+    """Median largest bounding-box side (mm) of the first ground-truth shapes: the first 16
+    vertex rows of a synthetic file, the first 5 scans of a scan dataset (MICC, FaceWarehouse:
+    ``dataset.scan(i)``); NaN when there is none."""
+    if getattr(dataset, "is_scan_dataset", False):
+        sides = [float(np.ptp(dataset.scan(i)[0], axis=0).max()) for i in range(min(len(dataset), EXTENT_SCANS))]
+        return float(np.median(sides)) if sides else float("nan")
+    sample = dataset.read("vertices", 0, min(len(dataset), EXTENT_SAMPLES)).astype(np.float64)
+    return float(np.median(np.ptp(sample, axis=1).max(axis=-1))) if len(sample) else float("nan")
 
 
 class _IdCollector:
@@ -506,6 +525,11 @@ def _check_hdf5(path: Path, expect: _Expectations, report: ValidationReport, chu
 def _hdf5_faces(good, n_vertices, expect: _Expectations, report: ValidationReport) -> np.ndarray | None:
     """The faces to check the vertices against (given or the dataset's), after checking them."""
     if "faces" not in good:
+        if n_vertices is not None and expect.n_vertices == 0:
+            report.add("error", "vertex-count", f"predictions have {n_vertices} vertices but no 'faces': the "
+                                                "dataset's samples are scans of their own topology, so the "
+                                                "predicted triangles must be given ('faces')")
+            return None
         if n_vertices is not None and n_vertices != expect.n_vertices:
             hint = (" (give 'faces' for another topology)" if expect.topology == "any"
                     else " (this protocol compares vertices by index)")

@@ -93,3 +93,13 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
     click.echo(result.table2[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     click.echo(result.fig6[["views", "shape_mm", "reprojection_px"]].to_string(index=False,
                                                                              float_format=lambda v: f"{v:.3f}"))
+
+
+def _register_experiments() -> None:
+    """Experiments living in their own modules (one concept per module)."""
+    from facebench.commands.reproduce_table3 import table3_command
+
+    reproduce.add_command(table3_command)
+
+
+_register_experiments()

@@ -1,0 +1,343 @@
+"""Reproduce Ramon et al. 2019, Table 3: shape error on MICC Florence and FaceWarehouse per loss.
+
+:func:`reproduce_table3` takes prepared scan datasets (``facebench datasets prepare micc`` /
+``facewarehouse``; either may be omitted) and a list of entries (:func:`find_entries`): run
+folders written by ``facebench train`` (``config.json`` and ``model.pt`` / ``best.pt``),
+checkpoint files, or ready submissions (HDF5, folder with ``manifest.json``, zip). In ``out``:
+
+1. ``submissions/NAME_DATASET.h5``: each run's predictions on the dataset's images
+   (:func:`facebench.baselines.predict.predict`: the sRGB crops are decoded to linear RGB and
+   resized to the regressor's input size, the faces and the protocol's landmark vertices come from
+   the run's face model via :mod:`facebench.benchmark.landmark_sets`); a given submission is used
+   as is, on the datasets whose ids it holds;
+2. ``results/NAME/PROTOCOL/``: ``summary.json``, ``per_sample.csv``, ``per_vertex.npz`` under
+   ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3) and, unless ``extra=False``,
+   ``micc-95mm`` (the common variant, an extra column: it costs one more alignment per scan);
+3. ``table3.csv`` (:func:`table3_columns`): one row per entry (method, loss, source), and per
+   protocol the headline error in mm (mean over samples of the per-sample mean distance; RMSE for
+   ``micc-95mm``), its bootstrap 95 % CI, the std, samples scored and completion; a cell whose
+   scoring failed is empty and ``error`` says why;
+4. ``table3.png``: bars per entry and protocol with the 95 % CIs; ``summary.json``: settings,
+   datasets (sha256, ``mm_per_unit``), entries, errors, wall time.
+
+A failing entry (unreadable checkpoint, invalid submission) is recorded and the others go on;
+:class:`~facebench.errors.FacebenchError` only when nothing at all could be scored. Progress goes
+to ``progress(message)``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facebench import __version__
+from facebench.atomic import atomic_path
+from facebench.errors import FacebenchError, InputFileError
+
+__all__ = ["TABLE3_PROTOCOLS", "Entry", "Table3Result", "find_entries", "parse_run_option", "table3_columns",
+           "reproduce_table3", "plot_table3"]
+
+#: (column key, dataset role, protocol) in table order; ``micc95`` is the extra column.
+TABLE3_PROTOCOLS: tuple[tuple[str, str, str], ...] = (
+    ("micc", "micc", "micc-ramon2019"),
+    ("facewarehouse", "facewarehouse", "facewarehouse-ramon2019"),
+    ("micc95", "micc", "micc-95mm"),
+)
+#: Per-protocol columns of ``table3.csv`` (prefixed by the key and ``_``).
+CELL_COLUMNS = ("mm", "ci_low_mm", "ci_high_mm", "std_mm", "n_scored", "n_expected", "completion")
+_LOSS_ORDER = ("coarse", "xqt", "gal", "srl", "mrl")
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row of Table 3: ``kind`` is ``"run"`` (a training run folder or checkpoint file:
+    ``path`` is the checkpoint) or ``"submission"`` (a file/folder scored as is)."""
+
+    name: str
+    kind: str
+    path: Path
+    loss: str = ""
+
+
+def table3_columns(extra: bool = True) -> list[str]:
+    """Columns of ``table3.csv``: ``method, loss, kind, source``, then
+    ``<key>_<cell>`` for each protocol key (``micc``, ``facewarehouse``, ``micc95`` when ``extra``)
+    and :data:`CELL_COLUMNS`, then ``error``."""
+    keys = [key for key, _, _ in TABLE3_PROTOCOLS if extra or key != "micc95"]
+    return ["method", "loss", "kind", "source", *(f"{k}_{c}" for k in keys for c in CELL_COLUMNS), "error"]
+
+
+# ---------------------------------------------------------------------------- entries
+def _is_submission(path: Path) -> bool:
+    return (path.is_file() and path.suffix.lower() in (".h5", ".hdf5", ".zip")) or (
+        path.is_dir() and (path / "manifest.json").is_file())
+
+
+def _run_checkpoint(folder: Path, checkpoint: str) -> Path | None:
+    order = ("model.pt", "best.pt") if checkpoint == "last" else ("best.pt", "model.pt")
+    return next((folder / name for name in order if (folder / name).is_file()), None)
+
+
+def _run_loss(checkpoint: Path) -> str:
+    config = checkpoint.parent / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        return str((data.get("train") or {}).get("loss", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _entry(name: str, path: Path, checkpoint: str) -> Entry:
+    path = Path(path)
+    if path.is_dir() and not _is_submission(path):
+        found = _run_checkpoint(path, checkpoint)
+        if found is None:
+            raise InputFileError(path, "neither a run folder (model.pt / best.pt) nor a submission (manifest.json)")
+        return Entry(name, "run", found, _run_loss(found))
+    if path.is_file() and path.suffix == ".pt":
+        return Entry(name, "run", path, _run_loss(path))
+    if _is_submission(path):
+        return Entry(name, "submission", path)
+    raise InputFileError(path, "not found, or not a run folder, checkpoint (.pt) or submission (.h5, .zip, folder)")
+
+
+def parse_run_option(text: str) -> tuple[str, Path]:
+    """``NAME=PATH`` of ``--run`` → ``(NAME, PATH)``; FacebenchError on another form."""
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise FacebenchError(f"--run expects NAME=PATH, got {text!r}")
+    return name.strip(), Path(path.strip())
+
+
+def find_entries(runs: Path | None = None, named: Sequence[tuple[str, Path]] = (), *,
+                 checkpoint: str = "last") -> list[Entry]:
+    """The rows of Table 3: every child of ``runs`` that is a run folder (``model.pt`` with
+    ``checkpoint="last"``, ``best.pt`` with ``"best"``, the other one otherwise) or a submission
+    (other children are ignored), then each ``(NAME, PATH)`` of ``named``. Runs are ordered by loss
+    (Coarse, XQT, GAL, SRL, MRL, then others by name). Raises InputFileError for a ``named`` path
+    or a ``runs`` folder that is unusable, FacebenchError for duplicate names or no entry."""
+    if checkpoint not in ("last", "best"):
+        raise FacebenchError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    entries: list[Entry] = []
+    if runs is not None:
+        runs = Path(runs)
+        if not runs.is_dir():
+            raise InputFileError(runs, "runs folder not found")
+        for child in sorted(runs.iterdir()):
+            if child.name.startswith("."):
+                continue
+            try:
+                entries.append(_entry(child.stem if child.is_file() else child.name, child, checkpoint))
+            except InputFileError:
+                continue  # logs, notes, anything else in the folder
+        entries.sort(key=lambda e: (_LOSS_ORDER.index(e.loss) if e.loss in _LOSS_ORDER else len(_LOSS_ORDER), e.name))
+    entries += [_entry(name, Path(path), checkpoint) for name, path in named]
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise FacebenchError(f"entries named more than once: {', '.join(duplicates)} (use --run NAME=PATH)")
+    if not entries:
+        raise FacebenchError("nothing to score: give --runs with run folders or submissions, or --run NAME=PATH")
+    return entries
+
+
+# ---------------------------------------------------------------------------- main
+@dataclasses.dataclass
+class Table3Result:
+    """What :func:`reproduce_table3` wrote: the table, the output folder, paths, errors per
+    ``(entry, protocol)`` and the wall time."""
+
+    table: pd.DataFrame
+    out: Path
+    files: dict[str, Path]
+    errors: dict[str, str]
+    seconds: float
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "entry"
+
+
+def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | Path | None = None,
+                     facewarehouse: str | Path | None = None, extra: bool = True, device: str = "cpu",
+                     batch_size: int = 16, model_path: str | Path | None = None,
+                     progress: Progress | None = None) -> Table3Result:
+    """Predict, score and tabulate (module docstring).
+
+    Args:
+        out: output folder (created).
+        entries: from :func:`find_entries`.
+        micc, facewarehouse: prepared scan datasets (at least one).
+        extra: also score ``micc-95mm``.
+        device, batch_size: prediction settings. model_path: the runs' face model file, for
+            models read from a file (the procedural model needs none).
+        progress: ``progress(message)`` before each step.
+
+    Raises:
+        FacebenchError / InputFileError (one line): no dataset, a dataset of the wrong kind, or
+        nothing scored at all.
+    """
+    from facebench.datasets.dataset_file import FaceDataset
+
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    out = Path(out)
+    datasets: dict[str, Any] = {}
+    for role, path in (("micc", micc), ("facewarehouse", facewarehouse)):
+        if path is None:
+            continue
+        dataset = FaceDataset(path)
+        if dataset.kind != role:
+            raise InputFileError(Path(path), f"is a {dataset.kind!r} dataset, not {role!r}")
+        datasets[role] = dataset
+    if not datasets:
+        raise FacebenchError("give --micc and/or --facewarehouse (prepared scan datasets)")
+    if not entries:
+        raise FacebenchError("nothing to score: no run or submission given")
+    protocols = [(key, role, name) for key, role, name in TABLE3_PROTOCOLS
+                 if role in datasets and (extra or key != "micc95")]
+    out.mkdir(parents=True, exist_ok=True)
+    rows, errors = [], {}
+    for number, entry in enumerate(entries, 1):
+        say(f"[{number}/{len(entries)}] {entry.name} ({entry.kind}: {entry.path})")
+        row: dict[str, Any] = {"method": entry.name, "loss": entry.loss, "kind": entry.kind, "source": str(entry.path)}
+        notes = []
+        submissions = _submissions_for(entry, datasets, out, device, batch_size, model_path, say, notes)
+        for key, role, protocol_name in protocols:
+            sub = submissions.get(role)
+            if sub is None:
+                continue
+            say(f"  score {protocol_name}")
+            try:
+                cell = _score_cell(datasets[role], sub, protocol_name, out / "results" / _safe(entry.name) / protocol_name,
+                                   entry.name)
+            except FacebenchError as error:
+                notes.append(f"{protocol_name}: {error}")
+                continue
+            row.update({f"{key}_{c}": v for c, v in cell.items()})
+        if notes:
+            errors[entry.name] = "; ".join(notes)
+        row["error"] = "; ".join(notes)
+        rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=table3_columns(extra))
+    scored = [c for c in table.columns if c.endswith("_mm") and not c.endswith(("ci_low_mm", "ci_high_mm", "std_mm"))]
+    if table[scored].isna().all().all():
+        raise FacebenchError("nothing was scored: " + "; ".join(f"{k}: {v}" for k, v in errors.items())[:600])
+    files = {"table3": out / "table3.csv", "plot": out / "table3.png", "summary": out / "summary.json"}
+    with atomic_path(files["table3"]) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    plot_table3(table, files["plot"], keys=[key for key, _, _ in protocols])
+    seconds = time.perf_counter() - started
+    summary = {
+        "format": "facebench-table3", "version": 1, "facebench_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "datasets": {role: _dataset_info(ds) for role, ds in datasets.items()},
+        "protocols": {key: name for key, _, name in protocols},
+        "entries": [dict(dataclasses.asdict(e), path=str(e.path)) for e in entries],
+        "settings": {"extra": extra, "device": str(device), "batch_size": batch_size,
+                     "model_path": None if model_path is None else str(model_path)},
+        "errors": errors, "seconds": seconds,
+    }
+    with atomic_path(files["summary"]) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds)
+
+
+def _dataset_info(dataset) -> dict[str, Any]:
+    from facebench.hashing import file_sha256
+
+    return {"path": str(dataset.path), "sha256": file_sha256(dataset.path), "n": len(dataset),
+            "kind": dataset.kind, "mm_per_unit": float(dataset.attrs.get("mm_per_unit", 1.0)),
+            "landmark_set": dataset.attrs.get("landmark_set")}
+
+
+def _submissions_for(entry: Entry, datasets: dict, out: Path, device, batch_size: int, model_path, say,
+                     notes: list[str]) -> dict[str, Path]:
+    """The submission of ``entry`` for each dataset role (predicted for runs; for a given
+    submission, the datasets whose ids it holds)."""
+    from facebench.baselines.predict import predict
+    from facebench.benchmark.validation import validate_submission
+
+    found: dict[str, Path] = {}
+    for role, dataset in datasets.items():
+        if entry.kind == "submission":
+            report = validate_submission(entry.path, dataset, topology="any")
+            if report.n_scored == 0 and "unknown-ids" in report.codes:
+                continue  # a submission for the other dataset
+            found[role] = entry.path
+            continue
+        target = out / "submissions" / f"{_safe(entry.name)}_{role}.h5"
+        say(f"  predict on {role} ({len(dataset)} images)")
+        try:
+            predict(entry.path, dataset.path, target, device=device, batch_size=batch_size, method=entry.name,
+                    model_path=model_path, overwrite=True)
+        except FacebenchError as error:
+            notes.append(f"predict on {role}: {error}")
+            continue
+        found[role] = target
+    if entry.kind == "submission" and not found:
+        notes.append("the submission's ids match no given dataset")
+    return found
+
+
+def _score_cell(dataset, submission: Path, protocol_name: str, results_dir: Path, method: str) -> dict[str, Any]:
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import score, write_results
+
+    result = score(dataset.path, submission, get_protocol(protocol_name), method=method)
+    write_results(result, results_dir)
+    summary = result.summary
+    metric = summary["headline"]["metric"]
+    described = summary["metrics"][metric]
+    return {"mm": described["mean"], "ci_low_mm": described.get("ci95_low"), "ci_high_mm": described.get("ci95_high"),
+            "std_mm": described.get("std"), "n_scored": summary["n_scored"], "n_expected": summary["n_expected"],
+            "completion": summary["completion"]}
+
+
+# ---------------------------------------------------------------------------- plot
+_LABELS = {"micc": "MICC (micc-ramon2019)", "facewarehouse": "FaceWarehouse (facewarehouse-ramon2019)",
+           "micc95": "MICC 95 mm RMSE (micc-95mm)"}
+
+
+def plot_table3(table: pd.DataFrame, out_path: str | Path, *, keys: Sequence[str]) -> Path:
+    """Grouped bars: one group per row (method), one bar per protocol key, 95 % CI error bars; PNG,
+    written atomically. Method names are shortened and ``$`` escaped (untrusted text)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from facebench.leaderboard.plots import plot_label
+
+    n = max(len(table), 1)
+    fig = Figure(figsize=(max(4.5, 1.1 * n * max(len(keys), 1) + 1.5), 3.6), dpi=110, facecolor="white")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(keys), 1)
+    x = np.arange(len(table))
+    for k, key in enumerate(keys):
+        mean = pd.to_numeric(table.get(f"{key}_mm"), errors="coerce").to_numpy(dtype=float)
+        low = pd.to_numeric(table.get(f"{key}_ci_low_mm"), errors="coerce").to_numpy(dtype=float)
+        high = pd.to_numeric(table.get(f"{key}_ci_high_mm"), errors="coerce").to_numpy(dtype=float)
+        err = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
+        ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=np.maximum(err, 0),
+               capsize=3, label=_LABELS.get(key, key))
+    ax.set_xticks(x)
+    ax.set_xticklabels([plot_label(m, 24) for m in table["method"]], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("shape 3D error (mm), 95% CI")
+    ax.set_title("Ramon et al. 2019, Table 3 (re-implemented protocols)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, facecolor="white", bbox_inches="tight")
+    return out_path
