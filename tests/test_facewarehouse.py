@@ -219,3 +219,22 @@ def test_cli(tmp_path, template):
                                       "--annotations", str(ANNOTATIONS), "--overwrite", "--strict",
                                       "--mm-per-unit", "10"])
     assert strict.exit_code == 2 and "--strict" in strict.output
+
+
+def test_prepared_facewarehouse_scores_its_own_scans_as_zero(tmp_path, template):
+    """prepare -> template (each scan under a random similarity) -> score under
+    facewarehouse-ramon2019: ≈ 0 mm, and the summary records the mm factor."""
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import score
+    from facebench.benchmark.templates import write_template
+
+    root = tmp_path / "fw"
+    for k, scale in ((1, 0.01), (2, 0.011)):
+        write_tester(root, k, template, scale)
+    report = prepare_facewarehouse(root, tmp_path / "fw.h5", annotations=ANNOTATIONS, image_size=16)
+    assert report.written
+    write_template(tmp_path / "fw.h5", "gt", tmp_path / "gt")
+    result = score(tmp_path / "fw.h5", tmp_path / "gt", get_protocol("facewarehouse-ramon2019"))
+    assert result.summary["n_scored"] == 2, result.per_sample["error"].tolist()
+    assert result.per_sample["shape_mm"].max() < 0.05
+    assert result.summary["dataset"]["mm_per_unit"] == pytest.approx(report.mm_per_unit)

@@ -351,3 +351,27 @@ def test_cli_prepare_info_strict_and_failures(tmp_path, ict):
     assert none.exit_code == 2 and "no usable subject" in none.output and not (tmp_path / "none.h5").exists()
     bad = runner.invoke(datasets, [*args[:-2], "--subjects", "x", "--overwrite"])
     assert bad.exit_code == 2 and bad.output.startswith("error:")
+
+
+def test_prepared_micc_scores_its_own_scans_as_zero_under_both_presets(tmp_path, ict):
+    """The whole path a researcher takes: prepare -> template (each scan under a random similarity)
+    -> score, under micc-ramon2019 and micc-95mm: ≈ 0 mm; noise of 1 mm scores clearly more."""
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import score
+    from facebench.benchmark.templates import write_template
+
+    good_tree(tmp_path / "micc", ict, 0)
+    report = prepare_micc(tmp_path / "micc", tmp_path / "micc.h5", annotations=ANNOTATIONS, image_size=16,
+                          subjects=[1, 9, 13])
+    assert report.written
+    write_template(tmp_path / "micc.h5", "gt", tmp_path / "gt")
+    write_template(tmp_path / "micc.h5", "noisy", tmp_path / "noisy", noise_mm=1.0)
+    for name in ("micc-ramon2019", "micc-95mm"):
+        result = score(tmp_path / "micc.h5", tmp_path / "gt", get_protocol(name))
+        assert result.summary["n_scored"] == 3, result.per_sample["error"].tolist()
+        assert result.summary["protocol"]["version"] == "1.0"
+        assert result.per_sample["shape_mm"].max() < 0.05
+        noisy = score(tmp_path / "micc.h5", tmp_path / "noisy", get_protocol(name))
+        assert noisy.per_sample["shape_mm"].min() > 0.3
+    with pytest.raises(FacebenchError, match="shared topology"):
+        write_template(tmp_path / "micc.h5", "mean", tmp_path / "mean")

@@ -26,6 +26,14 @@ dataset with a shared topology.
 
 Noise is drawn from ``numpy.random.default_rng(seed)`` in sample order, so a template is a
 deterministic function of (dataset, kind, parameters, seed).
+
+**Scan datasets** (MICC, FaceWarehouse: per-sample scans of varying topology) get **folder**
+submissions: ``<out>/<id>.ply`` meshes and a ``manifest.json`` with per-id ``landmarks`` (the scan
+landmarks, protocol order) — ``gt`` writes each scan, placed by a random similarity (rotation,
+translation up to 100 mm, scale 0.9–1.1; the scan protocols align with scale, so this still scores
+≈ 0 and shows the alignment at work), ``noisy`` adds Gaussian noise of ``noise_mm`` per coordinate
+to the placed scan. ``mean`` needs a shared topology and is refused. No poses: scan datasets have
+none.
 """
 
 from __future__ import annotations
@@ -115,6 +123,8 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
     if out_path.exists() and not overwrite:
         raise InputFileError(out_path, "exists already")
     dataset = dataset_path if isinstance(dataset_path, FaceDataset) else FaceDataset(dataset_path)
+    if dataset.is_scan_dataset:
+        return _write_scan_template(dataset, kind, out_path, noise_mm=noise_mm, seed=seed)
     ids = dataset.ids
     q_all = np.asarray(dataset.array("q"), np.float64)
     t_all = np.asarray(dataset.array("t"), np.float64)
@@ -140,4 +150,55 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
                 q = quat_canonical(quat_multiply(q, rotation_noise(stop - start, pose_noise_deg, rng)))
                 t = t + rng.normal(0.0, translation_noise_mm, t.shape)
             writer.write(start, ids=ids[start:stop], vertices=vertices, q=q, t=t)
+    return out_path
+
+
+def _random_similarity(rng: np.random.Generator) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(scale, R (3,3), t (3,) mm)``: a uniform random rotation, scale in [0.9, 1.1], |t| <= 100 mm."""
+    from scipy.spatial.transform import Rotation
+
+    rotation = Rotation.random(random_state=rng).as_matrix()
+    return float(rng.uniform(0.9, 1.1)), rotation, rng.uniform(-100.0, 100.0, 3) / np.sqrt(3.0)
+
+
+def _write_scan_template(dataset, kind: str, out_path: Path, *, noise_mm: float, seed: int) -> Path:
+    """Folder submission of a scan dataset (see the module doc), written to a temporary folder that
+    is renamed at the end."""
+    import json
+    import os
+    import shutil
+
+    from facebench.benchmark.submission import FORMAT, MANIFEST_NAME, VERSION
+    from facebench.meshio import write_mesh
+
+    if kind == "mean":
+        raise FacebenchError(f"{dataset.path}: a 'mean' template needs a shared topology; scan datasets "
+                             "support 'gt' and 'noisy'")
+    if out_path.suffix.lower() in (".h5", ".hdf5"):
+        raise FacebenchError(f"{dataset.path} holds scans of varying topology: give a folder for --out, not "
+                             f"{out_path.name}")
+    rng = np.random.default_rng(seed)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        landmarks = {}
+        for i, sample_id in enumerate(dataset.ids):
+            vertices, faces = dataset.scan(i)
+            scale, rotation, translation = _random_similarity(rng)
+            placed = scale * vertices @ rotation.T + translation
+            if kind == "noisy":
+                placed = placed + rng.normal(0.0, noise_mm, placed.shape)
+            write_mesh(tmp / f"{sample_id}.ply", placed, faces)
+            points = scale * dataset.scan_landmarks(i) @ rotation.T + translation
+            landmarks[sample_id] = [[None if not np.isfinite(v) else float(v) for v in row] for row in points]
+        manifest = {"format": FORMAT, "version": VERSION, "method": METHODS[kind],
+                    "landmarks": landmarks}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest) + "\n")
+        if out_path.exists():
+            shutil.rmtree(out_path) if out_path.is_dir() else out_path.unlink()
+        os.replace(tmp, out_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_path

@@ -41,7 +41,7 @@ def submission_validate(ctx, dataset_path, submission_path, require_pose, topolo
               help="The dataset file (.h5).")
 @click.option("--kind", required=True, type=click.Choice(["gt", "mean", "noisy"]),
               help="gt: the ground truth; mean: the mean shape at the true pose; noisy: ground truth + noise.")
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="The submission .h5 to write.")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="The submission .h5 to write (a folder for scan datasets).")
 @click.option("--noise-mm", default=1.0, show_default=True, help="noisy: vertex noise std per coordinate, mm.")
 @click.option("--pose-noise-deg", default=2.0, show_default=True, help="noisy: rotation error of every sample, degrees.")
 @click.option("--translation-noise-mm", default=0.0, show_default=True,
@@ -51,10 +51,15 @@ def submission_template(dataset_path, kind, out_path, noise_mm, pose_noise_deg, 
     """Write an example submission (a golden fixture) for a dataset."""
     import h5py
 
-    from facebench.benchmark.templates import write_template
+    from facebench.benchmark.templates import METHODS, write_template
 
     path = write_template(dataset_path, kind, out_path, noise_mm=noise_mm, pose_noise_deg=pose_noise_deg,
                           translation_noise_mm=translation_noise_mm, seed=seed)
+    if path.is_dir():  # scan datasets: a folder of meshes with manifest.json
+        meshes = sorted(path.glob("*.ply"))
+        click.echo(f"wrote {path}/ ({len(meshes)} meshes + manifest.json, method {METHODS[kind]}, each scan placed "
+                   "by a random similarity)")
+        return
     with h5py.File(path, "r") as f:
         n, method = f["ids"].shape[0], f.attrs["method"]
         source = f.attrs.get("mean_source")
