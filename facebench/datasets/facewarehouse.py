@@ -263,7 +263,7 @@ def _check_geometry(loaded: dict[str, dict], indices: np.ndarray, factor: float,
 
 def _write(out: Path, loaded: dict[str, dict], indices: np.ndarray, factor: float, image_size: int,
            report: PrepareReport, overwrite: bool, settings: dict) -> None:
-    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
+    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample, write_samples
 
     n2d = len(next(iter(loaded.values()))["landmarks_2d"])
     writer = ScanDatasetWriter(out, kind="facewarehouse", landmark_names=list(SCAN_LANDMARK_SETS["facewarehouse6"]),
@@ -272,22 +272,8 @@ def _write(out: Path, loaded: dict[str, dict], indices: np.ndarray, factor: floa
                                attrs={"mm_per_unit_reference": f"mean tragion-tragion width {TRAGION_WIDTH_MM:g} mm"
                                       if settings["mm_per_unit"] == "auto" else "given"},
                                overwrite=overwrite)
-    ok = False
-    try:
-        for tid, item in loaded.items():
-            try:
-                writer.add(ScanSample(id=tid, image=item["image"], face_box=item["box"],
-                                      frame_size=item["frame_size"], vertices=item["vertices"] * factor,
-                                      faces=item["faces"], landmark_indices=indices, source=item["source"],
-                                      frame_index=-1, landmarks_2d=item["landmarks_2d"]))
-            except ValueError as error:  # checked before anything is written: the file stays consistent
-                report.skip(tid, f"{item['source']}: {error}")
-                continue
-            report.prepared.append(tid)
-        report.written = bool(report.prepared)
-        writer.set_attr("preparation", {"settings": settings, "report": report.to_dict()})
-        ok = report.written
-    finally:
-        if not ok:
-            report.written = False
-        writer.close(success=ok)
+    samples = (ScanSample(id=tid, image=item["image"], face_box=item["box"], frame_size=item["frame_size"],
+                          vertices=item["vertices"] * factor, faces=item["faces"], landmark_indices=indices,
+                          source=item["source"], frame_index=-1, landmarks_2d=item["landmarks_2d"])
+               for tid, item in loaded.items())
+    write_samples(writer, samples, report, settings)

@@ -347,7 +347,7 @@ def _choose_base(fixed_base: int | None, loaded: dict[str, dict], report: Prepar
 
 def _write(out: Path, loaded: dict[str, dict], base: int, image_size: int, report: PrepareReport,
            overwrite: bool, settings: dict) -> None:
-    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
+    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample, write_samples
 
     usable = {}
     for sid, item in loaded.items():
@@ -369,21 +369,8 @@ def _write(out: Path, loaded: dict[str, dict], base: int, image_size: int, repor
     writer = ScanDatasetWriter(out, kind="micc", landmark_names=list(SCAN_LANDMARK_SETS["micc4"]),
                                image_size=image_size, landmark_set="micc4", mm_per_unit=1.0,
                                attrs={"index_base": base}, overwrite=overwrite)
-    ok = False
-    try:
-        for sid, (item, idx) in usable.items():
-            try:
-                writer.add(ScanSample(id=sid, image=item["image"], face_box=item["box"],
-                                      frame_size=item["frame_size"], vertices=item["vertices"], faces=item["faces"],
-                                      landmark_indices=idx, source=item["source"], frame_index=item["frame_index"]))
-            except ValueError as error:  # checked before anything is written: the file stays consistent
-                report.skip(sid, f"{item['source']}: {error}")
-                continue
-            report.prepared.append(sid)
-        report.written = bool(report.prepared)
-        writer.set_attr("preparation", {"settings": settings, "report": report.to_dict()})
-        ok = report.written
-    finally:
-        if not ok:
-            report.written = False
-        writer.close(success=ok)
+    samples = (ScanSample(id=sid, image=item["image"], face_box=item["box"], frame_size=item["frame_size"],
+                          vertices=item["vertices"], faces=item["faces"], landmark_indices=idx,
+                          source=item["source"], frame_index=item["frame_index"])
+               for sid, (item, idx) in usable.items())
+    write_samples(writer, samples, report, settings)

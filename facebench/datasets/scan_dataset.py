@@ -219,6 +219,36 @@ class ScanDatasetWriter:
         self.close(success=exc_type is None)
 
 
+def write_samples(writer: ScanDatasetWriter, samples, report, settings: dict) -> None:
+    """Add each ``ScanSample`` of ``samples`` to ``writer``, skipping (into ``report``) those the
+    writer refuses; record ``{"settings", "report"}`` as the ``preparation`` attr; close the writer
+    (the file appears only when at least one sample was written).
+
+    Args:
+        writer: an open :class:`ScanDatasetWriter`.
+        samples: iterable of :class:`ScanSample`.
+        report: a :class:`facebench.datasets.annotations.PrepareReport` (``skip``, ``prepared``,
+            ``written``, ``to_dict``).
+        settings: the preparation settings (JSON-serializable).
+    """
+    ok = False
+    try:
+        for sample in samples:
+            try:
+                writer.add(sample)
+            except ValueError as error:  # checked before anything is written: the file stays consistent
+                report.skip(sample.id, f"{sample.source}: {error}")
+                continue
+            report.prepared.append(sample.id)
+        report.written = bool(report.prepared)
+        writer.set_attr("preparation", {"settings": settings, "report": report.to_dict()})
+        ok = report.written
+    finally:
+        if not ok:
+            report.written = False
+        writer.close(success=ok)
+
+
 def check_scan_file(f: h5py.File, path: Path) -> None:
     """Raise :class:`InputFileError` unless the open file has every scan-dataset field."""
     missing = [k for k in REQUIRED_SCAN_FIELDS if k not in f]
