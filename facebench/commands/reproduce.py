@@ -1,5 +1,7 @@
-"""``facebench reproduce ...``: reproduce papers' experiments (``table2``: Ramon et al. 2019 Table 2,
-Fig. 5, Fig. 6; see :mod:`facebench.baselines.reproduce`)."""
+"""``facebench reproduce ...``: reproduce papers' experiments — ``table2`` (Ramon et al. 2019 Table 2,
+Fig. 5, Fig. 6; :mod:`facebench.baselines.reproduce`), ``table3`` (MICC / FaceWarehouse;
+:mod:`facebench.commands.reproduce_table3`), and Tewari et al. 2018's supplement: ``correctives``,
+``corrective-spaces``, ``reflectance``, ``ablation`` (:mod:`facebench.commands.multilevel`)."""
 
 from __future__ import annotations
 
@@ -97,9 +99,17 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
 
 def _register_experiments() -> None:
     """Experiments living in their own modules (one concept per module)."""
+    from facebench.commands.multilevel import (
+        ablation_command,
+        corrective_spaces_command,
+        correctives_command,
+        reflectance_command,
+    )
     from facebench.commands.reproduce_table3 import table3_command
 
-    reproduce.add_command(table3_command)
+    for command in (table3_command, correctives_command, corrective_spaces_command, reflectance_command,
+                    ablation_command):
+        reproduce.add_command(command)
 
 
 _register_experiments()

@@ -1,0 +1,698 @@
+"""The evaluations of Tewari et al. 2018's supplement on facebench's synthetic data.
+
+Four experiments, each a function returning an :class:`EvalResult` and writing into ``out``:
+
+- :func:`run_correctives` (supplement Fig. 4): the number of corrective parameters C ∈ {0, 100,
+  250, 500}; photometric re-rendering error on a held-out set → ``correctives.csv``,
+  ``correctives.png``, ``panels.png``.
+- :func:`run_corrective_spaces` (Figs. 2–3): affine ``M δ + b`` vs one vs two hidden ReLU layers →
+  ``corrective_spaces.csv``, ``corrective_spaces.png``, ``panels.png``.
+- :func:`run_reflectance`: a synthetic reflectance test — the images hold all 80 reflectance modes of
+  the synthetic model, the base level is given 40 (``n_reflectance=40``), so the final level must
+  learn the rest. Error (DESIGN.md "reflectance error"): the per-pixel Euclidean RGB distance
+  between the predicted reflectance and the ground truth (``model.reflectance`` of the dataset's
+  coefficients, clipped to [0, 1] like the generator does), both rendered as unlit colours on the
+  model's **mean shape** in the **canonical frontal pose** (``q = (0, 1, 0, 0)``, the dataset's K and
+  camera distance, looking at the dataset's centre), after adding to the prediction the mean over the
+  mask of ground truth − prediction; averaged over the pixels of each image, then over the test
+  images. Base vs final level (the paper: 0.072), plus the model's mean reflectance as a reference →
+  ``reflectance.csv``, ``reflectance.png``, ``panels.png``.
+- :func:`run_ablation` (Figs. 5–7): full loss vs without the shape-corrective regularizers
+  (``w_smo = w_sta = 0``) vs without the reflectance sparsity priors (``w_ref = w_glo = 0``) →
+  ``ablation.csv``, ``ablation.png``, ``panels.png``.
+
+**Protocol shared by all four**: ``data/train.h5`` and ``data/test.h5`` are generated (synthetic model,
+all 80 reflectance modes, different seeds) or taken from ``data`` (a folder with ``train.h5`` and
+``test.h5``). Stage 1 (base level only) is trained **once** per experiment in ``runs/pretrain``; each
+variant then starts from it (:attr:`MultiLevelTrainConfig.init_from`) and runs stage 2 for
+``finetune_iters`` iterations in ``runs/NAME``. Stage 1 never uses the corrective spaces, so sharing it
+is exact for C and the corrective kind, and gives every variant the same start. The runs' ``model.pt``
+keep the weights but not the optimizer state (0.35 GB at C = 500), so they resume with a fresh one. Each variant's
+final level is written as a submission (``submissions/NAME.h5``) and scored with
+:func:`facebench.benchmark.scoring.score` under the ``synthetic`` protocol (``results/NAME/``).
+
+Every row of the CSVs (:data:`METRIC_COLUMNS`): ``photo_base``/``photo_final`` (photometric error of
+each level's shaded re-rendering against the test image over the dataset's face mask, RGB [0,1]),
+``refl_base``/``refl_final`` (the reflectance error above), ``land_px``, the scored ``shape_mm``,
+``translation_cm``, ``rotation_deg``, ``reprojection_px``, ``offset_mm``/``refl_offset`` (mean
+per-vertex size of the corrective shape offsets, mm, and reflectance offsets, RGB: what the
+ablation's regularizers hold back) and ``train_seconds``.
+
+**Panels** (:func:`panel_images`, :func:`write_panels`): for a few test images, the input, the final
+level rendered over the input (overlay), its reflectance (unlit, predicted pose), its geometry (grey
+mesh with a fixed white light) and its illumination (a sphere lit by the regressed final-level SH),
+one group of columns per variant, like the paper's figures. Figures use matplotlib's Agg backend and
+are written atomically. Images are shown in linear RGB (as stored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facebench.atomic import atomic_path
+from facebench.device import resolve_device
+from facebench.errors import FacebenchError, InputFileError
+
+__all__ = [
+    "QUICK",
+    "FULL",
+    "EVAL_WEIGHTS",
+    "METRIC_COLUMNS",
+    "PAPER_REFLECTANCE_ERROR",
+    "EvalSettings",
+    "EvalResult",
+    "Variant",
+    "resolve_eval_settings",
+    "prepare_data",
+    "canonical_pose",
+    "reflectance_errors",
+    "evaluate_variant",
+    "panel_images",
+    "write_panels",
+    "run_variants",
+    "run_correctives",
+    "run_corrective_spaces",
+    "run_reflectance",
+    "run_ablation",
+]
+
+#: The paper's reflectance error on its synthetic test (supplement).
+PAPER_REFLECTANCE_ERROR = 0.072
+METRIC_COLUMNS = ("photo_base", "photo_final", "refl_base", "refl_final", "land_px", "shape_mm", "translation_cm",
+                  "rotation_deg", "reprojection_px", "offset_mm", "refl_offset", "train_seconds")
+#: ``--quick``: CPU minutes.
+QUICK: dict[str, Any] = {"train": 200, "test": 24, "size": 64, "pretrain_iters": 150, "finetune_iters": 60,
+                         "batch": 5, "panels": 3, "encoder_width": 32}
+#: Loss-weight overrides of every evaluation run unless given (none: the loss module's defaults, whose
+#: landmark weight is 20 — with 0.2 the 2D landmark error grew from 4.7 to 11 px in 150 pre-training
+#: iterations; with 20 it falls to 3.2 px).
+EVAL_WEIGHTS: dict[str, float] = {}
+#: The full run (GPU scale): the paper's 1,000 test images, longer training.
+FULL: dict[str, Any] = {"train": 20000, "test": 1000, "size": 128, "pretrain_iters": 20000,
+                        "finetune_iters": 20000, "batch": 5, "panels": 6, "encoder_width": 32}
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """Settings of an evaluation (None: from :data:`QUICK` or :data:`FULL`).
+
+    ``train``/``test``: images to generate; ``size`` px; iterations per stage; ``weights``: loss
+    weight overrides for every run (``MultiLevelTrainConfig.weights``); ``lr_scale``: None for the
+    training default; ``threads``: torch CPU threads (1 is fastest on 2 shared cores).
+    ``overwrite``: reuse a non-empty ``out`` (its runs are trained again).
+    """
+
+    out: Path
+    quick: bool = True
+    data: Path | None = None
+    train: int | None = None
+    test: int | None = None
+    size: int | None = None
+    pretrain_iters: int | None = None
+    finetune_iters: int | None = None
+    batch: int | None = None
+    panels: int | None = None
+    encoder_width: int | None = None
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    lr_scale: float | None = None
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = 1
+    overwrite: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """What an evaluation wrote: its table (one row per variant), the files, the wall time."""
+
+    table: pd.DataFrame
+    out: Path
+    files: dict[str, Path]
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One training of an experiment: a name, model-config changes and loss-weight overrides."""
+
+    name: str
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+Stage = Callable[[str], None]
+Step = Callable[[str, int, int, float], None]
+
+
+# ---------------------------------------------------------------------------------------- settings
+def resolve_eval_settings(settings: EvalSettings) -> EvalSettings:
+    """``settings`` with None filled from QUICK / FULL and checked (FacebenchError, one line)."""
+    defaults = QUICK if settings.quick else FULL
+    s = dataclasses.replace(settings, **{k: v for k, v in defaults.items() if getattr(settings, k) is None})
+    for name in ("train", "test", "size", "batch", "encoder_width"):
+        if getattr(s, name) < 1:
+            raise FacebenchError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(s, name)}")
+    for name in ("pretrain_iters", "finetune_iters", "panels"):
+        if getattr(s, name) < 0:
+            raise FacebenchError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(s, name)}")
+    if s.pretrain_iters + s.finetune_iters < 1:
+        raise FacebenchError("nothing to train: --pretrain-iters and --finetune-iters are both 0")
+    if s.size < 32:
+        raise FacebenchError(f"--size must be >= 32 px for the multi-level encoder, got {s.size}")
+    if s.threads is not None and s.threads < 1:
+        raise FacebenchError(f"--threads must be >= 1, got {s.threads}")
+    if s.lr_scale is not None and not (math.isfinite(s.lr_scale) and s.lr_scale > 0):
+        raise FacebenchError(f"--lr-scale must be a finite number > 0, got {s.lr_scale}")
+    resolve_device(s.device)
+    from facebench.baselines.multilevel_training import STAGES, stage_weights
+
+    for stage in STAGES:  # unknown or negative weights: an error before any data or training
+        stage_weights(stage, {**EVAL_WEIGHTS, **s.weights})
+    return s
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputFileError(out, "output folder exists and is not empty (use --overwrite)")
+
+
+# ---------------------------------------------------------------------------------------- data
+def prepare_data(s: EvalSettings, on_stage: Stage | None = None) -> dict[str, Path]:
+    """``{"train", "test"}`` paths: ``s.data/train.h5`` and ``s.data/test.h5`` when ``s.data`` is
+    given (InputFileError when missing), else generated into ``s.out/data`` (``s.size`` px, every
+    reflectance mode of the synthetic model; seeds ``s.seed`` and ``s.seed + 1``). Existing
+    generated files of the right size and count are reused."""
+    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.datasets.synthetic import GeneratorSettings, generate
+
+    if s.data is not None:
+        folder = Path(s.data)
+        paths = {split: folder / f"{split}.h5" for split in ("train", "test")}
+        for path in paths.values():
+            if not path.is_file():
+                raise InputFileError(path, "not found: --data needs a folder with train.h5 and test.h5")
+        return paths
+    folder = Path(s.out) / "data"
+    paths = {}
+    for split, n, seed in (("train", s.train, s.seed), ("test", s.test, s.seed + 1)):
+        path = folder / f"{split}.h5"
+        if path.is_file():
+            try:
+                existing = FaceDataset(path)
+                if len(existing) == n and list(existing.attrs.get("image_size", [])) == [s.size, s.size] \
+                        and existing.attrs.get("seed") == seed:
+                    paths[split] = path
+                    continue
+            except InputFileError:
+                pass
+        if on_stage is not None:
+            on_stage(f"generating {n} {split} images of {s.size} px in {folder}")
+        generate(GeneratorSettings(n=n, size=s.size, seed=seed), path, overwrite=True, batch_size=16)
+        paths[split] = path
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- reflectance
+def canonical_pose(dataset, face_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(q (4,), t (3,) mm, K (3,3) px)`` of the canonical frontal view of a dataset: q = Q_FRONT,
+    the camera at the dataset's distance looking at its centre (generator settings ``distance`` and
+    ``centre``; else the mean |t| and the centre of the mean shape's bounding box), the dataset's K."""
+    from facebench import conventions as cv
+    from facebench.baselines.multilevel_training import _shared_K
+
+    settings = dataset.attrs.get("settings") if isinstance(dataset.attrs.get("settings"), dict) else {}
+    centre = settings.get("centre")
+    if centre is None:
+        lo, hi = face_model.mean.min(axis=0), face_model.mean.max(axis=0)
+        centre = (lo + hi) / 2
+    distance = settings.get("distance")
+    if distance is None:
+        distance = float(np.linalg.norm(np.asarray(dataset.array("t"), np.float64), axis=1).mean())
+    q = np.asarray(cv.Q_FRONT, np.float64)
+    t = np.array([0.0, 0.0, float(distance)]) - np.asarray(cv.R_FRONT, np.float64) @ np.asarray(centre, np.float64)
+    return q, t, _shared_K(dataset)
+
+
+def _render_colors(face_model, colors: torch.Tensor, q, t, K, size: int, background=0.0):
+    """Unlit ``colors (B,V,3)`` on the model's mean shape at one pose -> ``(image (B,S,S,3), mask)``."""
+    from facebench.render import render
+
+    device = colors.device
+    mean = torch.as_tensor(np.array(face_model.mean), dtype=torch.float32, device=device).expand(colors.shape[0], -1, -1)
+    faces = torch.as_tensor(face_model.faces.astype(np.int64), device=device)
+    out = render(mean, faces, torch.tensor(np.array(q), dtype=torch.float32, device=device),
+                 torch.tensor(np.array(t), dtype=torch.float32, device=device),
+                 torch.tensor(np.array(K), dtype=torch.float32),
+                 size, size, colors=colors, background=background)
+    return out.image, out.mask
+
+
+def reflectance_errors(net, dataset, face_model, *, device="cpu", batch_size: int = 16,
+                       limit: int | None = None) -> dict[str, np.ndarray]:
+    """Per-image reflectance errors ``(n,)`` of the ``base`` and ``final`` levels and of the model's
+    ``mean`` reflectance (module docstring), over the first ``limit`` images of ``dataset``, which
+    needs ``coefficients/reflectance``. Both prediction and ground truth are clipped to [0, 1]."""
+    from facebench.baselines.multilevel_loss import reflectance_error
+    from facebench.baselines.multilevel_training import iterate_reconstructions
+
+    if "reflectance" not in dataset.coefficient_fields:
+        raise InputFileError(dataset.path, "has no reflectance coefficients: the reflectance test needs them")
+    device = resolve_device(device)
+    q, t, K = canonical_pose(dataset, face_model)
+    size = int(dataset.read("images", 0, 1).shape[1])
+    out: dict[str, list[np.ndarray]] = {"base": [], "final": [], "mean": []}
+    mean_refl = torch.as_tensor(np.array(face_model.reflectance_mean), dtype=torch.float32, device=device).clamp(0, 1)
+    for indices, output, _ in iterate_reconstructions(net, dataset, device=device, batch_size=batch_size,
+                                                      limit=limit):
+        coefficients = torch.as_tensor(dataset.read("reflectance", int(indices[0]), int(indices[-1]) + 1),
+                                       dtype=torch.float32, device=device)
+        coefficients = torch.nan_to_num(coefficients)
+        gt = face_model.reflectance(coefficients).clamp(0, 1)
+        gt_image, mask = _render_colors(face_model, gt, q, t, K, size)
+        for level, colors in (("base", output.reflectance_base), ("final", output.reflectance_final),
+                              ("mean", mean_refl.expand_as(gt))):
+            image, _ = _render_colors(face_model, colors.clamp(0, 1), q, t, K, size)
+            out[level].append(reflectance_error(image, gt_image, mask).detach().cpu().numpy().astype(np.float64))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------- panels
+def _sphere(sh: torch.Tensor, size: int) -> np.ndarray:
+    """A unit sphere seen by the camera, lit by ``sh (9,3)`` (camera frame): ``(size,size,3)``;
+    outside the disc black."""
+    from facebench.render import sh_irradiance
+
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    u, v = np.meshgrid(c, c)
+    inside = u**2 + v**2 < 1
+    n = np.stack([u, v, -np.sqrt(np.clip(1 - u**2 - v**2, 0, 1))], axis=-1)
+    irradiance = sh_irradiance(torch.as_tensor(n, dtype=torch.float32), sh.detach().float().cpu()).numpy()
+    return np.where(inside[..., None], np.clip(irradiance, 0, 1), 0.0)
+
+
+def panel_images(net, dataset, indices, *, device="cpu") -> list[dict[str, np.ndarray]]:
+    """For each test image of ``indices``: ``input``, ``overlay`` (final level's shaded render over
+    the input), ``reflectance`` (final level, unlit, predicted pose, white background),
+    ``geometry`` (final shape, grey with a fixed white light), ``illumination`` (sphere lit by the
+    final level's SH) — ``(H,W,3)`` float arrays in [0,1]."""
+    from facebench.baselines.multilevel_training import _Images
+    from facebench.render import default_sh, render
+
+    device = resolve_device(device)
+    images, _, _ = _Images(dataset).get(np.asarray(indices, np.int64), device)
+    size = images.shape[-1]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            output = net.reconstruct(images)
+            shaded = net.render(output, "final")
+            p = output.params
+            faces = torch.as_tensor(np.asarray(dataset.faces, np.int64), device=device)
+            K = net.K
+            refl = render(output.vertices_final, faces, p.q, p.t, K, size, size,
+                          colors=output.reflectance_final.clamp(0, 1), background=1.0)
+            grey = render(output.vertices_final, faces, p.q, p.t, K, size, size,
+                          reflectance=torch.full_like(output.vertices_final, 0.75),
+                          sh=default_sh(dtype=torch.float32, device=device), background=1.0)
+    finally:
+        net.train(was_training)
+    rows = []
+    for b in range(len(indices)):
+        inp = images[b].permute(1, 2, 0).cpu().numpy()
+        mask = shaded.mask[b].cpu().numpy()[..., None]
+        rows.append({
+            "input": inp,
+            "overlay": np.where(mask, np.clip(shaded.image[b].cpu().numpy(), 0, 1), inp),
+            "reflectance": np.clip(refl.image[b].cpu().numpy(), 0, 1),
+            "geometry": np.clip(grey.image[b].cpu().numpy(), 0, 1),
+            "illumination": _sphere(p.sh_final[b], size),
+        })
+    return rows
+
+
+def write_panels(groups: dict[str, list[dict[str, np.ndarray]]], path: str | Path, *, title: str = "",
+                 columns=("overlay", "reflectance", "geometry", "illumination")) -> Path:
+    """One figure: a row per test image, the input, then ``columns`` for each variant of
+    ``groups`` (variant name -> :func:`panel_images` rows); written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    n_rows = len(groups[names[0]]) if names else 0
+    if n_rows == 0:
+        raise FacebenchError("no panel rows to draw")
+    n_cols = 1 + len(columns) * len(names)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols, 1.4 * n_rows + 0.4), squeeze=False)
+    for r in range(n_rows):
+        cells = [("input", groups[names[0]][r]["input"])]
+        for name in names:
+            cells += [(f"{name}\n{c}", groups[name][r][c]) for c in columns]
+        for c, (label, image) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(label, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def _bar_plot(table: pd.DataFrame, label_column: str, path: Path, title: str, *,
+              columns=(("photo_base", "base"), ("photo_final", "final")), ylabel: str = "photometric error",
+              reference: float | None = None, line: bool = False) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    labels = [str(v) for v in table[label_column]]
+    x = np.arange(len(labels))
+    width = 0.8 / len(columns)
+    for k, (column, name) in enumerate(columns):
+        values = table[column].to_numpy(dtype=float)
+        if line:
+            ax.plot(table[label_column], values, marker="o", label=name)
+        else:
+            ax.bar(x + (k - (len(columns) - 1) / 2) * width, values, width, label=name)
+    if reference is not None:
+        ax.axhline(reference, color="k", linestyle="--", linewidth=1, label=f"paper ({reference:g})")
+    if not line:
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels)
+    else:
+        ax.set_xlabel(label_column)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return path
+
+
+def _write_json(content: dict, path: Path) -> Path:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- variants
+def _train_config(s: EvalSettings, data: dict[str, Path], out: Path, model_changes: dict, weights: dict, *,
+                  pretrain: bool, init_from: Path | None, name: str):
+    from facebench.baselines.multilevel import MultiLevelConfig
+    from facebench.baselines.multilevel_training import MultiLevelTrainConfig
+
+    model = dataclasses.replace(MultiLevelConfig(), image_size=s.size, encoder_width=s.encoder_width, **model_changes)
+    extra = {} if s.lr_scale is None else {"lr_scale": s.lr_scale}
+    iterations = max(s.pretrain_iters if pretrain else s.finetune_iters, 1)
+    return MultiLevelTrainConfig(
+        dataset=data["train"], val=data["test"], out=out, model=model,
+        pretrain_iters=s.pretrain_iters if pretrain else 0, finetune_iters=0 if pretrain else s.finetune_iters,
+        batch=s.batch, weights={**EVAL_WEIGHTS, **s.weights, **weights}, device=s.device, seed=s.seed, threads=s.threads,
+        eval_every=0, checkpoint_every=max(iterations // 2, 1), log_every=max(iterations // 20, 1), val_limit=32,
+        overwrite=True, init_from=init_from, method=f"tewari2018-{name}", **extra)
+
+
+def _drop_optimizer(path: Path) -> None:
+    """Rewrite a finished run's ``model.pt`` without the optimizer state (AdaDelta keeps two tensors
+    per weight: 0.35 GB of the 0.5 GB at C = 500); the run then resumes with a fresh optimizer."""
+    from facebench.baselines.multilevel_training import _save, load_multilevel_checkpoint
+
+    checkpoint = load_multilevel_checkpoint(path)
+    checkpoint["optimizer"], checkpoint["optimizer_stage"] = {}, None
+    _save(checkpoint, path)
+
+
+def evaluate_variant(checkpoint: Path, data: dict[str, Path], out: Path, name: str, *, device="cpu",
+                     panel_indices=()) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+    """Metrics (:data:`METRIC_COLUMNS` but ``train_seconds``) of a trained run on ``data["test"]``
+    and its panel rows: writes ``out/submissions/NAME.h5`` and ``out/results/NAME/``."""
+    from facebench.baselines.multilevel_training import (
+        evaluate_multilevel,
+        load_multilevel_checkpoint,
+        model_from_checkpoint,
+        predict_multilevel,
+    )
+    from facebench.baselines.predict import model_for_dataset
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import score, write_results
+    from facebench.datasets.dataset_file import FaceDataset
+
+    test = FaceDataset(data["test"])
+    face_model = model_for_dataset(test)
+    net = model_from_checkpoint(load_multilevel_checkpoint(checkpoint), face_model, path=checkpoint).to(device)
+    metrics = evaluate_multilevel(net, test, device=device)
+    refl = reflectance_errors(net, test, face_model, device=device)
+    metrics.update(refl_base=float(refl["base"].mean()), refl_final=float(refl["final"].mean()),
+                   refl_mean_reference=float(refl["mean"].mean()))
+    submission = out / "submissions" / f"{name}.h5"
+    predict_multilevel(checkpoint, data["test"], submission, device=device, overwrite=True, model=face_model,
+                       method=f"tewari2018-{name}")
+    result = score(data["test"], submission, get_protocol("synthetic"))
+    write_results(result, out / "results" / name)
+    for key in ("shape_mm", "translation_cm", "rotation_deg", "reprojection_px"):
+        metrics[key] = float(result.summary["metrics"][key]["mean"])
+    panels = panel_images(net, test, list(panel_indices), device=device) if len(panel_indices) else []
+    return metrics, panels
+
+
+def run_variants(s: EvalSettings, variants: list[Variant], *, base_model: dict | None = None,
+                 on_stage: Stage | None = None, on_step: Step | None = None):
+    """Train the shared pre-training and each variant; return ``(table, panels, data paths)``.
+
+    ``base_model``: model-config changes of every run (e.g. ``n_reflectance=40``)."""
+    stage = on_stage or (lambda _m: None)
+    out = Path(s.out)
+    data = prepare_data(s, stage)
+    base_model = dict(base_model or {})
+    pretrain_dir = out / "runs" / "pretrain"
+    init = None
+    from facebench.baselines.multilevel_training import train_multilevel
+
+    if s.pretrain_iters > 0:
+        stage(f"stage 1: pre-training the base level ({s.pretrain_iters} iterations) in {pretrain_dir}")
+        t0 = time.perf_counter()
+        train_multilevel(_train_config(s, data, pretrain_dir, base_model, {}, pretrain=True, init_from=None,
+                                       name="pretrain"), on_step)
+        _drop_optimizer(pretrain_dir / "model.pt")
+        pretrain_seconds = time.perf_counter() - t0
+        init = pretrain_dir / "model.pt"
+    else:
+        pretrain_seconds = 0.0
+    from facebench.datasets.dataset_file import FaceDataset
+
+    n_test = len(FaceDataset(data["test"]))
+    panel_indices = list(range(min(s.panels, n_test)))
+    rows, panels = [], {}
+    for i, variant in enumerate(variants):
+        run_dir = out / "runs" / variant.name
+        t0 = time.perf_counter()
+        if s.finetune_iters > 0:
+            stage(f"stage 2 ({i + 1}/{len(variants)}): {variant.name}: fine-tuning {s.finetune_iters} iterations")
+            config = _train_config(s, data, run_dir, {**base_model, **variant.model}, variant.weights,
+                                   pretrain=False, init_from=init, name=variant.name)
+            train_multilevel(config, on_step)
+            checkpoint = run_dir / "model.pt"
+            _drop_optimizer(checkpoint)
+        else:
+            checkpoint = init
+        seconds = time.perf_counter() - t0
+        metrics, rows_panels = evaluate_variant(checkpoint, data, out, variant.name, device=s.device,
+                                                panel_indices=panel_indices)
+        metrics["train_seconds"] = seconds + pretrain_seconds
+        stage(f"      {variant.name}: photometric {metrics['photo_base']:.4f} (base) {metrics['photo_final']:.4f} "
+              f"(final), reflectance {metrics['refl_final']:.4f}, shape {metrics['shape_mm']:.2f} mm")
+        rows.append({"variant": variant.name, **{k: v for k, v in variant.model.items()},
+                     **{k: v for k, v in variant.weights.items()}, **metrics})
+        panels[variant.name] = rows_panels
+    return pd.DataFrame(rows), panels, data
+
+
+def _finish(s: EvalSettings, name: str, table: pd.DataFrame, panels: dict, files: dict[str, Path], started: float,
+            title: str, extra: dict | None = None) -> EvalResult:
+    out = Path(s.out)
+    files[name] = _write_csv(table, out / f"{name}.csv")
+    if panels and any(panels.values()):
+        files["panels"] = write_panels(panels, out / "panels.png", title=title)
+    seconds = time.perf_counter() - started
+    files["summary"] = _write_json({"experiment": name, "settings": s.as_dict(), "seconds": seconds,
+                                    "table": table.to_dict(orient="records"), **(extra or {})},
+                                   out / "summary.json")
+    return EvalResult(table=table, out=out, files=files, seconds=seconds)
+
+
+def _start(settings: EvalSettings) -> tuple[EvalSettings, int | None, float]:
+    _check_out(Path(settings.out), settings.overwrite)
+    if settings.data is not None and settings.size is None:  # reused sets: their image size
+        from facebench.datasets.dataset_file import FaceDataset
+
+        paths = prepare_data(settings)
+        size = FaceDataset(paths["train"]).attrs.get("image_size") or [None]
+        settings = dataclasses.replace(settings, size=int(size[0]) if size[0] else None)
+    s = resolve_eval_settings(settings)
+    _check_out(Path(s.out), s.overwrite)
+    if s.data is not None:
+        prepare_data(s)  # missing files: an error before any training
+    Path(s.out).mkdir(parents=True, exist_ok=True)
+    before = torch.get_num_threads()
+    return s, before, time.perf_counter()
+
+
+def _run(settings, body):
+    s, threads_before, started = _start(settings)
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    try:
+        return body(s, started)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+# ---------------------------------------------------------------------------------------- experiments
+def run_correctives(settings: EvalSettings, *, counts=(0, 100, 250, 500), on_stage: Stage | None = None,
+                    on_step: Step | None = None) -> EvalResult:
+    """Supplement Fig. 4: C ∈ ``counts``; ``correctives.csv`` (column ``n_correctives``), the plot
+    ``correctives.png`` (photometric error of both levels vs C) and ``panels.png``."""
+    if not counts or any(int(c) < 0 for c in counts):
+        raise FacebenchError(f"--counts must be integers >= 0, got {counts}")
+
+    def body(s, started):
+        variants = [Variant(f"C{int(c)}", {"n_correctives": int(c)}) for c in counts]
+        table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
+        files = {"plot": _bar_plot(table, "n_correctives", Path(s.out) / "correctives.png",
+                                   "Held-out photometric error vs number of correctives C (supplement Fig. 4)",
+                                   line=True)}
+        return _finish(s, "correctives", table, panels, files, started, "correctives: C = "
+                       + ", ".join(str(c) for c in counts))
+
+    return _run(settings, body)
+
+
+def run_corrective_spaces(settings: EvalSettings, *, kinds=("affine", "relu1", "relu2"),
+                          on_stage: Stage | None = None, on_step: Step | None = None) -> EvalResult:
+    """Supplement Figs. 2–3: the corrective space ``F(δ|Θ)`` affine vs one vs two hidden ReLU layers;
+    ``corrective_spaces.csv`` (column ``corrective_kind``), ``corrective_spaces.png``, ``panels.png``."""
+    from facebench.baselines.multilevel import CORRECTIVE_KINDS
+
+    for kind in kinds:
+        if kind not in CORRECTIVE_KINDS:
+            raise FacebenchError(f"unknown corrective kind {kind!r}; choose among {', '.join(CORRECTIVE_KINDS)}")
+
+    def body(s, started):
+        variants = [Variant(kind, {"corrective_kind": kind}) for kind in kinds]
+        table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
+        files = {"plot": _bar_plot(table, "corrective_kind", Path(s.out) / "corrective_spaces.png",
+                                   "Corrective space: linear vs non-linear (supplement Figs. 2-3)")}
+        return _finish(s, "corrective_spaces", table, panels, files, started, "corrective spaces")
+
+    return _run(settings, body)
+
+
+def _reflectance_modes(dataset) -> int:
+    """Reflectance modes a dataset's images hold: the generator's ``reflectance_dims`` setting, else
+    the number of coefficient columns that are not all zero."""
+    settings = dataset.attrs.get("settings") if isinstance(dataset.attrs.get("settings"), dict) else {}
+    if isinstance(settings.get("reflectance_dims"), int):
+        return int(settings["reflectance_dims"])
+    if "reflectance" not in dataset.coefficient_fields:
+        return 0
+    coefficients = np.nan_to_num(np.asarray(dataset.array("reflectance")))
+    return int(np.any(coefficients != 0, axis=0).sum())
+
+
+def run_reflectance(settings: EvalSettings, *, base_reflectance: int = 40, on_stage: Stage | None = None,
+                    on_step: Step | None = None) -> EvalResult:
+    """The synthetic reflectance test (module docstring): the base level gets ``base_reflectance``
+    modes; ``reflectance.csv`` has one row per level (``base``, ``final``, ``mean reflectance``) with
+    the mean, median and std of the per-image error, and the paper's value; ``reflectance.png``,
+    ``panels.png``."""
+    from facebench.baselines.multilevel_training import load_multilevel_checkpoint, model_from_checkpoint
+    from facebench.baselines.predict import model_for_dataset
+    from facebench.datasets.dataset_file import FaceDataset
+
+    if base_reflectance < 1:
+        raise FacebenchError(f"--base-reflectance must be >= 1, got {base_reflectance}")
+
+    def body(s, started):
+        data = prepare_data(s, on_stage)
+        test = FaceDataset(data["test"])
+        n_modes = _reflectance_modes(test)
+        if n_modes <= base_reflectance:
+            raise InputFileError(test.path, f"holds {n_modes} reflectance modes; the test needs more than the base "
+                                            f"level's {base_reflectance} (generate with --reflectance-dims 80)")
+        variants = [Variant("final", {})]
+        table, panels, _ = run_variants(s, variants, base_model={"n_reflectance": base_reflectance},
+                                        on_stage=on_stage, on_step=on_step)
+        run = Path(s.out) / "runs" / ("final" if s.finetune_iters > 0 else "pretrain") / "model.pt"
+        face_model = model_for_dataset(test)
+        net = model_from_checkpoint(load_multilevel_checkpoint(run), face_model, path=run).to(s.device)
+        errors = reflectance_errors(net, test, face_model, device=s.device)
+        rows = []
+        for level, label in (("base", f"base level ({base_reflectance} modes)"), ("final", "final level"),
+                             ("mean", "model mean reflectance")):
+            e = errors[level]
+            rows.append({"level": level, "description": label, "reflectance_error": float(e.mean()),
+                         "median": float(np.median(e)), "std": float(e.std()), "n_images": int(e.size),
+                         "paper": PAPER_REFLECTANCE_ERROR if level == "final" else float("nan"),
+                         "test_modes": n_modes, "base_modes": base_reflectance})
+        refl = pd.DataFrame(rows)
+        files = {"plot": _bar_plot(refl, "level", Path(s.out) / "reflectance.png",
+                                   "Synthetic reflectance test: error after removing the global shift",
+                                   columns=(("reflectance_error", "ours"),), ylabel="reflectance error",
+                                   reference=PAPER_REFLECTANCE_ERROR)}
+        files["runs"] = _write_csv(table, Path(s.out) / "runs.csv")
+        return _finish(s, "reflectance", refl, panels, files, started, "reflectance test",
+                       extra={"runs": table.to_dict(orient="records")})
+
+    return _run(settings, body)
+
+
+def run_ablation(settings: EvalSettings, *, on_stage: Stage | None = None, on_step: Step | None = None) -> EvalResult:
+    """Supplement Figs. 5–7: ``full`` vs ``no-shape-regularizers`` (w_smo = w_sta = 0) vs
+    ``no-reflectance-priors`` (w_ref = w_glo = 0); ``ablation.csv``, ``ablation.png``, ``panels.png``."""
+    def body(s, started):
+        variants = [Variant("full"),
+                    Variant("no-shape-regularizers", weights={"w_smo": 0.0, "w_sta": 0.0}),
+                    Variant("no-reflectance-priors", weights={"w_ref": 0.0, "w_glo": 0.0})]
+        table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
+        files = {"plot": _bar_plot(table, "variant", Path(s.out) / "ablation.png",
+                                   "Ablation of the corrective priors (supplement Figs. 5-7)",
+                                   columns=(("photo_final", "photometric (final)"), ("refl_final", "reflectance (final)")),
+                                   ylabel="error")}
+        return _finish(s, "ablation", table, panels, files, started, "ablation")
+
+    return _run(settings, body)
