@@ -91,15 +91,17 @@ PAPER_REFLECTANCE_ERROR = 0.072
 METRIC_COLUMNS = ("photo_base", "photo_final", "refl_base", "refl_final", "land_px", "shape_mm", "translation_cm",
                   "rotation_deg", "reprojection_px", "offset_mm", "refl_offset", "train_seconds")
 #: ``--quick``: CPU minutes.
-QUICK: dict[str, Any] = {"train": 200, "test": 24, "size": 64, "pretrain_iters": 150, "finetune_iters": 60,
-                         "batch": 5, "panels": 3, "encoder_width": 32}
+QUICK: dict[str, Any] = {"train": 300, "test": 24, "size": 64, "pretrain_iters": 300, "finetune_iters": 150,
+                         "batch": 5, "panels": 3, "encoder_width": 32, "optimizer": "adam", "lr_scale": 0.1,
+                         "corrective_weight_lr_mult": 0.1}
 #: Loss-weight overrides of every evaluation run unless given (none: the loss module's defaults, whose
 #: landmark weight is 20 — with 0.2 the 2D landmark error grew from 4.7 to 11 px in 150 pre-training
 #: iterations; with 20 it falls to 3.2 px).
 EVAL_WEIGHTS: dict[str, float] = {}
 #: The full run (GPU scale): the paper's 1,000 test images, longer training.
 FULL: dict[str, Any] = {"train": 20000, "test": 1000, "size": 128, "pretrain_iters": 20000,
-                        "finetune_iters": 20000, "batch": 5, "panels": 6, "encoder_width": 32}
+                        "finetune_iters": 20000, "batch": 5, "panels": 6, "encoder_width": 32,
+                        "optimizer": "adadelta", "lr_scale": None, "corrective_weight_lr_mult": None}
 
 
 @dataclasses.dataclass
@@ -125,6 +127,8 @@ class EvalSettings:
     encoder_width: int | None = None
     weights: dict[str, float] = dataclasses.field(default_factory=dict)
     lr_scale: float | None = None
+    optimizer: str | None = None
+    corrective_weight_lr_mult: float | None = None
     device: str = "cpu"
     seed: int = 0
     threads: int | None = 1
@@ -438,6 +442,10 @@ def _train_config(s: EvalSettings, data: dict[str, Path], out: Path, model_chang
 
     model = dataclasses.replace(MultiLevelConfig(), image_size=s.size, encoder_width=s.encoder_width, **model_changes)
     extra = {} if s.lr_scale is None else {"lr_scale": s.lr_scale}
+    if s.optimizer is not None:
+        extra["optimizer"] = s.optimizer
+    if s.corrective_weight_lr_mult is not None:
+        extra["corrective_weight_lr_mult"] = s.corrective_weight_lr_mult
     iterations = max(s.pretrain_iters if pretrain else s.finetune_iters, 1)
     return MultiLevelTrainConfig(
         dataset=data["train"], val=data["test"], out=out, model=model,

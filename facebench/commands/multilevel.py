@@ -20,8 +20,8 @@ def _common(function):
     options = [
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder."),
         click.option("--quick/--full", default=True, show_default=True,
-                     help="quick: 64 px, 200 training images, 150 + 60 iterations (CPU minutes); full: GPU scale "
-                          "(128 px, 20,000 images, 1,000 test images, 20k + 20k iterations)."),
+                     help="quick: 64 px, 300 training images, 300 + 150 iterations, Adam (CPU minutes); full: GPU "
+                          "scale (128 px, 20,000 images, 1,000 test images, 20k + 20k iterations, AdaDelta)."),
         click.option("--data", type=click.Path(path_type=Path), default=None,
                      help="Folder with train.h5 and test.h5 to reuse (e.g. OUT/data of an earlier run)."),
         click.option("--train", "train_n", type=int, default=None, help="Training images to generate."),
@@ -32,7 +32,12 @@ def _common(function):
         click.option("--batch", type=int, default=None, help="Images per iteration (5)."),
         click.option("--panels", type=int, default=None, help="Test images shown in panels.png."),
         click.option("--weight", multiple=True, metavar="KEY=VALUE", help="Loss weight override for every run."),
-        click.option("--lr-scale", type=float, default=None, help="Multiplier of the paper's AdaDelta rates."),
+        click.option("--lr-scale", type=float, default=None,
+                     help="Multiplier of the paper's rates (quick: 0.1 with Adam; full: the training default with AdaDelta)."),
+        click.option("--optimizer", type=click.Choice(["adam", "adadelta"]), default=None,
+                     help="quick: adam (CPU minutes); full: adadelta (the paper's)."),
+        click.option("--corrective-weight-lr-mult", type=float, default=None,
+                     help="Rate multiplier of the corrective spaces' matrices (quick: 0.1 with Adam; full: 1)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads."),
@@ -51,6 +56,8 @@ def _settings(options: dict):
                         test=options["test_n"], size=options["size"], pretrain_iters=options["pretrain_iters"],
                         finetune_iters=options["finetune_iters"], batch=options["batch"], panels=options["panels"],
                         weights=parse_weight_overrides(options["weight"]), lr_scale=options["lr_scale"],
+                        optimizer=options["optimizer"],
+                        corrective_weight_lr_mult=options["corrective_weight_lr_mult"],
                         device=options["device"], seed=options["seed"], threads=options["threads"],
                         overwrite=options["overwrite"])
 

@@ -75,7 +75,7 @@ def _fmt(value) -> str:
 @click.option("--finetune-iters", type=int, default=None, help="multilevel: stage-2 iterations, all levels (300).")
 @click.option("--optimizer", type=click.Choice(["adadelta", "adam"]), default=None, help="multilevel: adadelta (default).")
 @click.option("--lr-scale", type=float, default=None,
-              help="multilevel: multiplier of the paper's rates (default 1000 for short CPU runs; 1 = the paper's).")
+              help="multilevel: multiplier of the paper's rates (default 300 for short CPU runs; 1 = the paper's).")
 @click.option("--lr-base", type=float, default=None, help="multilevel: base-branch rate before --lr-scale (0.001).")
 @click.option("--lr-shape", type=float, default=None, help="multilevel: shape-corrective rate before --lr-scale (0.005).")
 @click.option("--lr-reflectance", type=float, default=None,
