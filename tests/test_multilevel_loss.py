@@ -214,3 +214,29 @@ def test_training_on_one_synthetic_image_recovers_the_landmarks(face_model, tmp_
         optimizer.step()
     after = error()
     assert before > 3.0 and after < before / 5, (before, after)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_reconstruction_and_loss_match_cpu(net, state):
+    """The same model, inputs and loss on CUDA give the CPU's values (float32 tolerances) and
+    gradients reach every parameter group there too."""
+    _, image, landmarks = state
+    weights = MultiLevelWeights(w_photo=1, w_land=1, w_reg=1e-3, w_rstd=1e-3, w_smo=1e-3, w_sta=1e-3,
+                                w_ref=1e-2, w_glo=1e-2)
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 64, 64)
+    targets = landmarks.expand(2, -1, -1) + 1.5
+    results = {}
+    for device in ("cpu", "cuda"):
+        model = net.to(device)
+        loss = MultiLevelLoss(model, weights)
+        model.zero_grad()
+        total, _ = loss(model.reconstruct(images.to(device)), images.to(device), targets.to(device))
+        total.backward()
+        grads = {name: sum(float(p.grad.abs().sum()) for p in params if p.grad is not None)
+                 for name, params in model.parameter_groups().items()}
+        results[device] = (float(total), grads)
+    net.to("cpu")
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-3)
+    for name, value in results["cpu"][1].items():
+        assert value > 0 and results["cuda"][1][name] == pytest.approx(value, rel=1e-2)

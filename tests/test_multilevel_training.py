@@ -71,7 +71,7 @@ def test_train_writes_files_and_freezes_correctives_in_stage_1(data, face_model,
     for space in (net.shape_corrective, net.reflectance_corrective):
         assert all(float(p.detach().abs().max()) == 0.0 for p in space.layers[-1].parameters())
     # ...but the base level moved away from its initialisation (zero head weights)
-    assert float(net.heads["identity"].weight.abs().max()) > 0
+    assert float(net.heads["identity"].weight.detach().abs().max()) > 0
     with open(out / "log.csv") as handle:
         log = list(csv.DictReader(handle))
     assert [int(r["iteration"]) for r in log] == [1, 2, 3] and {r["stage"] for r in log} == {"pretrain"}
