@@ -41,3 +41,19 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json(content, path: str | Path) -> Path:
+    """Write ``content`` as indented JSON with sorted keys (non-JSON values via ``str``), atomically."""
+    import json
+
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def write_csv(frame, path: str | Path) -> Path:
+    """Write a pandas ``DataFrame`` without its index (6 significant digits), atomically."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return Path(path)

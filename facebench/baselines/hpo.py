@@ -24,7 +24,6 @@ their hyperparameters only. A trial whose training diverges (NaN loss) is record
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from facebench.atomic import atomic_path
+from facebench.atomic import write_json as _write_json
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["HPO_LOSSES", "LR_RANGE", "WEIGHT_FACTORS", "TRIAL_COLUMNS", "HpoResult", "search_space",
@@ -108,10 +108,6 @@ def _write_table(trials: pd.DataFrame, path: Path) -> None:
     with atomic_path(path, suffix=".csv") as tmp:
         trials.to_csv(tmp, index=False, float_format="%.6g")
 
-
-def _write_json(content: dict, path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _check_inputs(out: Path, dataset: Path, val: Path, trials: int, epochs: int, overwrite: bool):

@@ -48,7 +48,6 @@ are written atomically. Images are shown in linear RGB (as stored).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -60,6 +59,8 @@ import pandas as pd
 import torch
 
 from facebench.atomic import atomic_path
+from facebench.atomic import write_csv as _write_csv
+from facebench.atomic import write_json as _write_json
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
@@ -422,16 +423,6 @@ def _bar_plot(table: pd.DataFrame, label_column: str, path: Path, title: str, *,
     return path
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-    return path
-
-
-def _write_json(content: dict, path: Path) -> Path:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
-    return path
 
 
 # ---------------------------------------------------------------------------------------- variants

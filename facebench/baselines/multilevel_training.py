@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -72,6 +71,7 @@ import torch
 
 from facebench import __version__
 from facebench.atomic import atomic_path
+from facebench.atomic import write_json as _write_json
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
@@ -254,10 +254,6 @@ def stage_weights(stage: str, overrides: dict[str, float]):
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _nonempty_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise FacebenchError(f"{name} must be a finite number > 0, got {value}")
@@ -294,6 +290,7 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
     another face model, other image sizes or intrinsics, and the run folder rules (a non-empty
     folder needs ``resume`` or ``overwrite``; a resume needs a checkpoint of the same model)."""
     from facebench.baselines.predict import _check_model, model_for_dataset
+    from facebench.baselines.training import open_run_folder
     from facebench.datasets.dataset_file import FaceDataset
 
     if config.optimizer not in ("adadelta", "adam"):
@@ -320,16 +317,8 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
         stage_weights(stage, config.weights)
     resolve_device(config.device)
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise InputFileError(out, "exists and is not a folder")
-    checkpoint = None
-    if config.resume:
-        if not (out / CHECKPOINT).is_file():
-            raise InputFileError(out, f"nothing to resume: no {CHECKPOINT} in the run folder")
-        checkpoint = load_multilevel_checkpoint(out / CHECKPOINT)
-    elif _nonempty_dir(out) and not config.overwrite:
-        raise InputFileError(out, "run folder exists and is not empty (use --resume to continue or "
-                                  "--overwrite to start again)")
+    checkpoint = open_run_folder(out, resume=config.resume, overwrite=config.overwrite,
+                                 load=load_multilevel_checkpoint, checkpoint=CHECKPOINT)
     train_set = FaceDataset(config.dataset)
     if len(train_set) < 1:
         raise InputFileError(train_set.path, "dataset has no samples")
@@ -418,10 +407,6 @@ def _save(obj: dict, path: Path) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(obj, tmp)
 
-
-def _write_json(content: dict, path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _log_columns(history: list[dict]) -> list[str]:

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -37,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from facebench.atomic import atomic_path
+from facebench.atomic import write_csv as _write_csv
+from facebench.atomic import write_json as _write_json
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["LOSS_ORDER", "TABLE2_COLUMNS", "FIG6_COLUMNS", "QUICK", "FULL", "ReproduceSettings",
@@ -145,16 +146,6 @@ def find_splits(folder: str | Path) -> dict[str, Path]:
     return found
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-    return path
-
-
-def _write_json(content: dict, path: Path) -> Path:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
-    return path
 
 
 def _generate(s: ReproduceSettings, folder: Path, on_rows: Callable[[int], None] | None) -> dict[str, Path]:

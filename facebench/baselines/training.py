@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import time
@@ -49,6 +48,7 @@ import torch
 
 from facebench import __version__
 from facebench.atomic import atomic_path
+from facebench.atomic import write_json as _write_json
 from facebench.baselines import losses
 from facebench.baselines.predict import (
     CHECKPOINT_FORMAT,
@@ -196,6 +196,23 @@ def _nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def open_run_folder(out: Path, *, resume: bool, overwrite: bool, load: Callable[[Path], dict],
+                    checkpoint: str = CHECKPOINT) -> dict | None:
+    """Check a run folder before any work: ``resume`` returns ``load(out / checkpoint)`` (an
+    :class:`InputFileError` when there is none); otherwise a non-empty folder is refused unless
+    ``overwrite``. Returns None when starting afresh."""
+    if out.exists() and not out.is_dir():
+        raise InputFileError(out, "exists and is not a folder")
+    if resume:
+        if not (out / checkpoint).is_file():
+            raise InputFileError(out, f"nothing to resume: no {checkpoint} in the run folder")
+        return load(out / checkpoint)
+    if _nonempty_dir(out) and not overwrite:
+        raise InputFileError(out, "run folder exists and is not empty (use --resume to continue or "
+                                  "--overwrite to start again)")
+    return None
+
+
 def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
     """Check everything that can be checked before training; return ``(model, train set, val set,
     checkpoint or None)``. Raises FacebenchError / InputFileError with one line."""
@@ -222,16 +239,7 @@ def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
         raise FacebenchError("give --resume or --overwrite, not both")
     resolve_device(config.device)
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise InputFileError(out, "exists and is not a folder")
-    checkpoint = None
-    if config.resume:
-        if not (out / CHECKPOINT).is_file():
-            raise InputFileError(out, f"nothing to resume: no {CHECKPOINT} in the run folder")
-        checkpoint = load_checkpoint(out / CHECKPOINT)
-    elif _nonempty_dir(out) and not config.overwrite:
-        raise InputFileError(out, "run folder exists and is not empty (use --resume to continue or "
-                                  "--overwrite to start again)")
+    checkpoint = open_run_folder(out, resume=config.resume, overwrite=config.overwrite, load=load_checkpoint)
     train_set = FaceDataset(config.dataset)
     if len(train_set) < 1:
         raise InputFileError(train_set.path, "dataset has no samples")
@@ -279,10 +287,6 @@ def _save(obj: dict, path: Path) -> None:
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(obj, tmp)
 
-
-def _write_json(content: dict, path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _write_log(history: list[dict], path: Path) -> None:

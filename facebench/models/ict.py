@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.atomic import atomic_path
+from facebench.atomic import write_json
 from facebench.cache import cache_dir
 from facebench.download import DownloadHashError, download
 from facebench.errors import FacebenchError, InputFileError, ModelFileError
@@ -441,10 +441,6 @@ def _read_manifest(path: Path) -> dict:
         return {}
 
 
-def _write_json(path: Path, content: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
-
 
 def fetch_ict(
     *,
@@ -527,5 +523,5 @@ def _fetch_files(root: Path, base_url: str, n_identity: int, expressions: list[s
         "skipped_unpinned": skipped,
         "unpinned_accepted": sorted(f for f in hashes if f not in ICT_SHA256),
     }
-    _write_json(manifest_path, {**record, "sha256": {**known, **hashes}})
+    write_json({**record, "sha256": {**known, **hashes}}, manifest_path)
     return folder, record
