@@ -152,3 +152,39 @@ def test_bad_input_gives_one_line(world, tmp_path):
     with pytest.raises(FacebenchError, match="nothing was scored"):
         reproduce_table3(tmp_path / "none", find_entries(None, [("o", world["oracle"])]),
                          facewarehouse=world["facewarehouse"])
+
+
+def test_a_multilevel_run_is_a_row_too(world, model, tmp_path):
+    """A Tewari et al. multi-level run in RUNS is predicted on the scan crops (its final level, the
+    model's faces and the protocol's landmark vertices) and scored like the regressor runs."""
+    from facebench.baselines.multilevel import MultiLevelConfig
+    from facebench.baselines.multilevel_training import MultiLevelTrainConfig, predict_multilevel, train_multilevel
+
+    run = tmp_path / "runs" / "ml"
+    config = MultiLevelTrainConfig(dataset=world["root"] / "train.h5", val=None, out=run, batch=2,
+                                   model=MultiLevelConfig(n_correctives=4, corrective_hidden=8, image_size=32,
+                                                          encoder_width=8),
+                                   pretrain_iters=2, finetune_iters=1, eval_every=0, checkpoint_every=3, log_every=1)
+    train_multilevel(config, model=model)
+    entries = find_entries(tmp_path / "runs")
+    assert [(e.name, e.loss) for e in entries] == [("ml", "multilevel")]
+    result = reproduce_table3(tmp_path / "t3", entries, micc=world["micc"], extra=False)
+    row = result.table.set_index("method").loc["ml"]
+    assert row["micc_n_scored"] == 2 and row["loss"] == "multilevel"
+    assert np.isfinite(row["micc_mm"]) and row["micc_mm"] > 0
+    assert pd.isna(row["error"]) or row["error"] == ""
+    with h5py.File(tmp_path / "t3" / "submissions" / "ml_micc.h5") as f:
+        np.testing.assert_array_equal(f["faces"][()], np.asarray(model.faces))
+        np.testing.assert_array_equal(f["landmark_indices"][()], landmark_indices_for(model, "micc4"))
+        assert "q" not in f and f["vertices"].shape == (2, model.n_vertices, 3)
+    # the same vertices as the model's own reconstruction of the decoded crops
+    from facebench.baselines.multilevel_training import load_multilevel_checkpoint, model_from_checkpoint
+    from facebench.datasets.dataset_file import FaceDataset
+
+    net = model_from_checkpoint(load_multilevel_checkpoint(run / "model.pt"), model).eval()
+    with torch.no_grad():
+        images = scan_dataset_images(FaceDataset(world["micc"]).read("images", 0, 2), (32, 32))
+        expected = net.reconstruct(images).vertices_final.double().numpy()
+    predict_multilevel(run / "model.pt", world["micc"], tmp_path / "again.h5")
+    with h5py.File(tmp_path / "again.h5") as f:
+        np.testing.assert_allclose(f["vertices"][()], expected, atol=1e-3)

@@ -725,7 +725,7 @@ def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResu
 # ---------------------------------------------------------------------------------------- predict
 def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, codes: str | Path | None = None,
                        device="cpu", batch_size: int = 32, method: str | None = None, model=None,
-                       overwrite: bool = False) -> dict[str, Path]:
+                       model_path: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Write the final-level predictions of a trained multi-level model on ``dataset``.
 
     ``out``: an HDF5 submission ``facebench score`` takes (``ids``, ``vertices (N,V,3)`` float32 mm
@@ -733,6 +733,12 @@ def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | P
     ``iteration``), written atomically. ``codes``: also the compact coefficient file of
     :func:`facebench.baselines.multilevel.encode_reconstruction` (every regressed parameter,
     float32). Returns ``{"submission": out, "codes": codes}`` (codes only when asked).
+
+    A **scan dataset** (MICC, FaceWarehouse) is predicted like the regressor does it
+    (:func:`facebench.baselines.predict.predict`): its sRGB crops decoded to linear RGB and resized to
+    the model's input, the final level's vertices with the face model's ``faces`` and the vertex
+    indices of the dataset's scan landmark set, no pose (no codes); the face model is the one named
+    by the checkpoint (``model_path`` for models read from a file).
     Raises InputFileError / FacebenchError (one line) on bad input.
     """
     from facebench.baselines.multilevel import MultiLevelParams, encode_reconstruction
@@ -749,6 +755,9 @@ def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | P
     device = resolve_device(device)
     ckpt = load_multilevel_checkpoint(checkpoint)
     reader = FaceDataset(dataset)
+    if reader.is_scan_dataset:
+        return {"submission": _predict_scans(ckpt, checkpoint, reader, out, device=device, batch_size=batch_size,
+                                             method=method, model=model, model_path=model_path)}
     if model is None:
         model = model_for_dataset(reader)
     else:
@@ -777,3 +786,42 @@ def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | P
         written["codes"] = Path(encode_reconstruction(codes, MultiLevelParams(**joined), ids, config=net.config,
                                                       model_digest=model.digest()))
     return written
+
+
+def _predict_scans(ckpt: dict, checkpoint, reader, out: Path, *, device, batch_size: int, method, model,
+                   model_path) -> Path:
+    """:func:`predict_multilevel` on a scan dataset (see there)."""
+    from facebench.baselines.predict import scan_dataset_images
+    from facebench.benchmark.landmark_sets import landmark_indices_for
+    from facebench.benchmark.submission import SubmissionWriter
+
+    if model is None:
+        from facebench.models import load
+
+        name = str((ckpt.get("model") or {}).get("model") or "")
+        try:
+            model = load(name, model_path)
+        except FacebenchError as error:
+            raise FacebenchError(f"{checkpoint}: cannot load the run's face model {name!r} ({error}); give its path") \
+                from None
+    net = model_from_checkpoint(ckpt, model, path=checkpoint).to(device)
+    landmark_set = str(reader.attrs.get("landmark_set", ""))
+    try:
+        landmark_indices = landmark_indices_for(model, landmark_set)
+    except FacebenchError as error:
+        raise FacebenchError(f"{reader.path}: {error}") from None
+    ids, size = reader.ids, net.config.image_size
+    crop = reader.attrs.get("image_size") or ["?", "?"]
+    attrs = {"iteration": int(ckpt.get("iteration", 0)), "model": model.name, "landmark_set": landmark_set,
+             "image_conversion": f"sRGB {crop[0]}x{crop[1]} -> linear RGB {size}x{size} "
+                                 "(decode, then bilinear antialiased resize)"}
+    net.eval()
+    with SubmissionWriter(out, n=len(ids), n_vertices=model.n_vertices,
+                          method=method or ckpt["config"].get("method", "multilevel"), faces=np.asarray(model.faces),
+                          landmark_indices=landmark_indices, attrs=attrs) as writer, torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            stop = min(start + batch_size, len(ids))
+            images = scan_dataset_images(reader.read("images", start, stop), (size, size)).to(device)
+            output = net.reconstruct(images)
+            writer.write(start, ids=ids[start:stop], vertices=output.vertices_final.double().cpu().numpy())
+    return out

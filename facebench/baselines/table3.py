@@ -88,7 +88,16 @@ def _run_checkpoint(folder: Path, checkpoint: str) -> Path | None:
     return next((folder / name for name in order if (folder / name).is_file()), None)
 
 
+#: The ``loss`` of a Tewari et al. multi-level run (its checkpoint is predicted by ``predict_multilevel``).
+MULTILEVEL = "multilevel"
+
+
 def _run_loss(checkpoint: Path) -> str:
+    """The run's loss (``config.json``), or :data:`MULTILEVEL` for a multi-level checkpoint."""
+    from facebench.baselines.multilevel_training import is_multilevel_checkpoint
+
+    if is_multilevel_checkpoint(checkpoint):
+        return MULTILEVEL
     config = checkpoint.parent / "config.json"
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -265,6 +274,7 @@ def _submissions_for(entry: Entry, datasets: dict, out: Path, device, batch_size
                      notes: list[str]) -> dict[str, Path]:
     """The submission of ``entry`` for each dataset role (predicted for runs; for a given
     submission, the datasets whose ids it holds)."""
+    from facebench.baselines.multilevel_training import predict_multilevel
     from facebench.baselines.predict import predict
     from facebench.benchmark.validation import validate_submission
 
@@ -279,8 +289,12 @@ def _submissions_for(entry: Entry, datasets: dict, out: Path, device, batch_size
         target = out / "submissions" / f"{_safe(entry.name)}_{role}.h5"
         say(f"  predict on {role} ({len(dataset)} images)")
         try:
-            predict(entry.path, dataset.path, target, device=device, batch_size=batch_size, method=entry.name,
-                    model_path=model_path, overwrite=True)
+            if entry.loss == MULTILEVEL:
+                predict_multilevel(entry.path, dataset.path, target, device=device, batch_size=batch_size,
+                                   method=entry.name, model_path=model_path, overwrite=True)
+            else:
+                predict(entry.path, dataset.path, target, device=device, batch_size=batch_size, method=entry.name,
+                        model_path=model_path, overwrite=True)
         except FacebenchError as error:
             notes.append(f"predict on {role}: {error}")
             continue
