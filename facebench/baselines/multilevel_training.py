@@ -289,9 +289,7 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
     the face model cannot serve (``MultiLevelConfig.check``: C > V, fewer modes...), datasets of
     another face model, other image sizes or intrinsics, and the run folder rules (a non-empty
     folder needs ``resume`` or ``overwrite``; a resume needs a checkpoint of the same model)."""
-    from facebench.baselines.predict import _check_model, model_for_dataset
-    from facebench.baselines.training import open_run_folder
-    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.baselines.training import open_run_folder, open_training_sets
 
     if config.optimizer not in ("adadelta", "adam"):
         raise FacebenchError(f"unknown optimizer {config.optimizer!r}; choose adadelta or adam")
@@ -319,19 +317,11 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
     out = Path(config.out)
     checkpoint = open_run_folder(out, resume=config.resume, overwrite=config.overwrite,
                                  load=load_multilevel_checkpoint, checkpoint=CHECKPOINT)
-    train_set = FaceDataset(config.dataset)
-    if len(train_set) < 1:
-        raise InputFileError(train_set.path, "dataset has no samples")
-    val_set = FaceDataset(config.val) if config.val is not None else None
-    if model is None:
-        model = model_for_dataset(train_set)
-    else:
-        _check_model(train_set, model)
+    model, train_set, val_set = open_training_sets(config.dataset, config.val, model)
     config.model.check(model)
     _check_images(train_set, config.model.image_size)
     K = _shared_K(train_set)
     if val_set is not None:
-        _check_model(val_set, model)
         _check_images(val_set, config.model.image_size)
         if not np.allclose(_shared_K(val_set), K, rtol=0, atol=1e-6):
             raise InputFileError(val_set.path, "intrinsics K differ from the training set's")
@@ -360,30 +350,18 @@ def _check_resume(path: Path, checkpoint: dict, config: MultiLevelTrainConfig, m
 def load_multilevel_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a multi-level checkpoint with ``weights_only=True``; InputFileError (one line) when
     missing, unreadable, or not a facebench multi-level checkpoint of a known version."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - truncated files, pickles of other classes...
-        raise InputFileError(path, f"not a checkpoint readable with weights_only=True ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise InputFileError(path, f"not a facebench multi-level checkpoint (no format {CHECKPOINT_FORMAT!r})")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise InputFileError(path, f"unsupported checkpoint version {checkpoint.get('version')!r}")
-    for key in ("config", "model"):
-        if not isinstance(checkpoint.get(key), dict):
-            raise InputFileError(path, f"checkpoint lacks {key!r}")
-    return checkpoint
+    from facebench.baselines.predict import read_checkpoint
+
+    return read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="multi-level",
+                           keys=("config", "model"))
 
 
 def is_multilevel_checkpoint(path: str | Path) -> bool:
-    """True when ``path`` is a readable multi-level checkpoint (the ``predict`` dispatch)."""
-    try:
-        load_multilevel_checkpoint(path)
-    except InputFileError:
-        return False
-    return True
+    """True when ``path`` is a multi-level checkpoint (the ``predict`` / Table 3 dispatch); looks at
+    the header only (tensors memory-mapped), so a 0.5 GB checkpoint is not read twice."""
+    from facebench.baselines.predict import checkpoint_format
+
+    return checkpoint_format(path) == CHECKPOINT_FORMAT
 
 
 def model_from_checkpoint(checkpoint: dict, morphable_model, *, path: str | Path | None = None):

@@ -53,24 +53,42 @@ CHECKPOINT_FORMAT = "facebench-regressor-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a regressor checkpoint with ``weights_only=True``; InputFileError (one line) when the
-    file is missing, unreadable, or not a facebench regressor checkpoint of a known version."""
+def read_checkpoint(path: str | Path, *, fmt: str, version: int, what: str, keys: tuple[str, ...] = (),
+                    mmap: bool = False) -> dict[str, Any]:
+    """Read a facebench checkpoint with ``weights_only=True`` and check its ``format``, ``version``
+    and that ``keys`` hold dicts; InputFileError (one line) otherwise. ``mmap``: map the tensors
+    instead of reading them (a cheap look at the header)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - truncated files, pickles of other classes...
         raise InputFileError(path, f"not a checkpoint readable with weights_only=True ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise InputFileError(path, "not a facebench regressor checkpoint (no format "
-                                   f"{CHECKPOINT_FORMAT!r})")
-    if checkpoint.get("version") != CHECKPOINT_VERSION:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != fmt:
+        raise InputFileError(path, f"not a facebench {what} checkpoint (no format {fmt!r})")
+    if checkpoint.get("version") != version:
         raise InputFileError(path, f"unsupported checkpoint version {checkpoint.get('version')!r}")
-    for key in ("config", "regressor"):
+    for key in keys:
         if not isinstance(checkpoint.get(key), dict):
             raise InputFileError(path, f"checkpoint lacks {key!r}")
+    return checkpoint
+
+
+def checkpoint_format(path: str | Path) -> str | None:
+    """The ``format`` of a checkpoint file (tensors memory-mapped, not read), None when unreadable."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is "no known format"
+        return None
+    return checkpoint.get("format") if isinstance(checkpoint, dict) else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a regressor checkpoint with ``weights_only=True``; InputFileError (one line) when the
+    file is missing, unreadable, or not a facebench regressor checkpoint of a known version."""
+    checkpoint = read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="regressor",
+                                 keys=("config", "regressor"))
     if not isinstance(checkpoint["config"].get("regressor"), dict):
         raise InputFileError(path, "checkpoint lacks the regressor configuration")
     return checkpoint

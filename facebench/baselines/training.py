@@ -196,6 +196,26 @@ def _nonempty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def open_training_sets(dataset: str | Path, val: str | Path | None, model=None):
+    """Open the training set (refused when empty) and the optional validation set, and resolve the
+    face model (default: the training set's; both sets must have been made with it). Returns
+    ``(model, train_set, val_set or None)``; InputFileError / FacebenchError (one line)."""
+    from facebench.baselines.predict import _check_model
+    from facebench.datasets.dataset_file import FaceDataset
+
+    train_set = FaceDataset(dataset)
+    if len(train_set) < 1:
+        raise InputFileError(train_set.path, "dataset has no samples")
+    val_set = FaceDataset(val) if val is not None else None
+    if model is None:
+        model = model_for_dataset(train_set)
+    else:
+        _check_model(train_set, model)
+    if val_set is not None:
+        _check_model(val_set, model)
+    return model, train_set, val_set
+
+
 def open_run_folder(out: Path, *, resume: bool, overwrite: bool, load: Callable[[Path], dict],
                     checkpoint: str = CHECKPOINT) -> dict | None:
     """Check a run folder before any work: ``resume`` returns ``load(out / checkpoint)`` (an
@@ -216,9 +236,6 @@ def open_run_folder(out: Path, *, resume: bool, overwrite: bool, load: Callable[
 def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
     """Check everything that can be checked before training; return ``(model, train set, val set,
     checkpoint or None)``. Raises FacebenchError / InputFileError with one line."""
-    from facebench.baselines.predict import _check_model
-    from facebench.datasets.dataset_file import FaceDataset
-
     params = loss_params(config)
     losses.check_params(config.loss, params)  # unknown loss, missing or unknown weights
     if config.encoder not in ENCODERS:
@@ -240,16 +257,8 @@ def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
     resolve_device(config.device)
     out = Path(config.out)
     checkpoint = open_run_folder(out, resume=config.resume, overwrite=config.overwrite, load=load_checkpoint)
-    train_set = FaceDataset(config.dataset)
-    if len(train_set) < 1:
-        raise InputFileError(train_set.path, "dataset has no samples")
-    val_set = FaceDataset(config.val) if config.val is not None else None
-    if model is None:
-        model = model_for_dataset(train_set)
-    else:
-        _check_model(train_set, model)
+    model, train_set, val_set = open_training_sets(config.dataset, config.val, model)
     if val_set is not None:
-        _check_model(val_set, model)
         if val_set.attrs.get("image_size") != train_set.attrs.get("image_size"):
             raise InputFileError(val_set.path, f"images are {val_set.attrs.get('image_size')} px but the training "
                                                f"images are {train_set.attrs.get('image_size')}")
