@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,15 +201,38 @@ class PrepareReport:
     mm_per_unit: float | None = None
     annotations: dict[str, Any] = dataclasses.field(default_factory=dict)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    _read_seconds: list[float] = dataclasses.field(default_factory=list, repr=False)
 
     def skip(self, sample_id: str, reason: str) -> None:
         """Record a skipped subject (and its problem line)."""
         self.skipped[sample_id] = reason
         self.problems.append(f"{sample_id}: {reason}")
 
+    def load(self, sample_id: str, read: Callable[..., Any], *args) -> Any | None:
+        """``read(*args)`` one subject: its result, or None after recording why it was skipped. Any
+        failure skips that subject only (never lose the others to one odd file); the read time is
+        kept for :meth:`finish`."""
+        start = time.perf_counter()
+        try:
+            result = read(*args)
+        except (InputFileError, ValueError) as error:
+            self.skip(sample_id, str(error))
+            return None
+        except Exception as error:  # noqa: BLE001 - one odd file must not stop the preparation
+            self.skip(sample_id, f"unexpected {type(error).__name__} while reading: {error}")
+            return None
+        self._read_seconds.append(time.perf_counter() - start)
+        return result
+
+    def finish(self, started: float) -> PrepareReport:
+        """Record the timings (total since ``started``, mean read time per subject); return self."""
+        per_subject = sum(self._read_seconds) / len(self._read_seconds) if self._read_seconds else 0.0
+        self.timings = {"total": round(time.perf_counter() - started, 3), "per_subject": round(per_subject, 3)}
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (stored in the file's ``preparation`` attribute)."""
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("_")}
 
 
 # ------------------------------------------------------------------------------ locating / fetching

@@ -204,21 +204,13 @@ def prepare_facewarehouse(root: str | Path, out: str | Path, *, annotations: str
     if not folders:
         report.problems.append(f"{root}: no Tester_k folder")
     loaded: dict[str, dict] = {}
-    read_seconds = []
     for done, number in enumerate(wanted):
         tid = folders[number].name
         if progress is not None:
             progress(done, len(wanted), tid)
-        t0 = time.perf_counter()
-        try:
-            loaded[tid] = _load_tester(folders[number], root, indices, image_size)
-        except (InputFileError, ValueError) as error:
-            report.skip(tid, str(error))
-            continue
-        except Exception as error:  # never lose the other testers to one odd file
-            report.skip(tid, f"unexpected {type(error).__name__} while reading: {error}")
-            continue
-        read_seconds.append(time.perf_counter() - t0)
+        item = report.load(tid, _load_tester, folders[number], root, indices, image_size)
+        if item is not None:
+            loaded[tid] = item
     if progress is not None:
         progress(len(wanted), len(wanted), "")
     _drop_odd_landmark_counts(loaded, report)
@@ -227,9 +219,7 @@ def prepare_facewarehouse(root: str | Path, out: str | Path, *, annotations: str
         _check_geometry(loaded, indices, factor, report)
         _write(out, loaded, indices, factor, image_size, report, overwrite,
                {"image_size": image_size, "mm_per_unit": mm_per_unit if mm_per_unit is not None else "auto"})
-    report.timings = {"total": round(time.perf_counter() - start, 3),
-                      "per_subject": round(float(np.mean(read_seconds)), 3) if read_seconds else 0.0}
-    return report
+    return report.finish(start)
 
 
 def _drop_odd_landmark_counts(loaded: dict[str, dict], report: PrepareReport) -> None:

@@ -296,7 +296,6 @@ def prepare_micc(root: str | Path, out: str | Path, *, annotations: str | Path |
             report.skip(f"subject_{s:02d}", "no annotation for this subject")
         wanted = [s for s in wanted if s in chosen]
     loaded: dict[str, dict] = {}
-    read_seconds = []
     for done, number in enumerate(wanted):
         sid = f"subject_{number:02d}"
         if progress is not None:
@@ -307,17 +306,10 @@ def prepare_micc(root: str | Path, out: str | Path, *, annotations: str | Path |
         if number not in folders:
             report.skip(sid, f"missing subject folder: no {root}/subject_{number:02d}")
             continue
-        t0 = time.perf_counter()
-        try:
-            item = _load_subject(folders[number], root, ann.cases[number], scan, video, image_size,
-                                 _box_for(boxes, number))
-        except (InputFileError, ValueError) as error:
-            report.skip(sid, str(error))
+        item = report.load(sid, _load_subject, folders[number], root, ann.cases[number], scan, video, image_size,
+                           _box_for(boxes, number))
+        if item is None:
             continue
-        except Exception as error:  # never lose the other subjects to one odd file
-            report.skip(sid, f"unexpected {type(error).__name__} while reading: {error}")
-            continue
-        read_seconds.append(time.perf_counter() - t0)
         item["evidence"] = index_evidence(item["vertices"], item["raw"])
         loaded[sid] = item
     if progress is not None:
@@ -325,9 +317,7 @@ def prepare_micc(root: str | Path, out: str | Path, *, annotations: str | Path |
     base = _choose_base(fixed_base, loaded, report)
     _write(out, loaded, base, image_size, report, overwrite, dict(scan=scan, video=video, image_size=image_size,
                                                                   face_boxes=str(face_boxes) if face_boxes else None))
-    report.timings = {"total": round(time.perf_counter() - start, 3),
-                      "per_subject": round(float(np.mean(read_seconds)), 3) if read_seconds else 0.0}
-    return report
+    return report.finish(start)
 
 
 def _choose_base(fixed_base: int | None, loaded: dict[str, dict], report: PrepareReport) -> int:
