@@ -49,11 +49,11 @@ def run_demo(out_dir: str | Path, *, n: int = 48, size: int = 224, seed: int = 0
     """
     import torch
 
-    from facebench.baselines.landmark_fitting import fit_dataset
+    from facebench.baselines.landmark_fit import fit_dataset
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score, write_results
     from facebench.benchmark.templates import write_template
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
     from facebench.leaderboard import build_leaderboard
 
     out = Path(out_dir)

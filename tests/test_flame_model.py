@@ -282,7 +282,7 @@ def test_registry_dispatch(pkl_path, recorder):
 
 
 def test_real_transfer_without_landmarks_is_constant(pkl_path):
-    pytest.importorskip("facebench.models.synthetic", reason="synthetic model not available yet")
+    pytest.importorskip("facebench.models.procedural", reason="synthetic model not available yet")
     model = flame.load_flame(pkl_path, n_shape=N_SHAPE)
     assert model.n_reflectance == 0 and "constant albedo" in model.reflectance_source
     np.testing.assert_allclose(model.reflectance_mean, model.reflectance_mean[0][None, :].repeat(N_GRID**2, 0))

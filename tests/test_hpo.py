@@ -1,4 +1,4 @@
-"""Bayesian search of the multiterm losses (facebench.baselines.hpo, ``facebench hpo``)."""
+"""Bayesian search of the multiterm losses (facebench.baselines.ramon2019.hpo, ``facebench hpo``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from facebench.baselines.hpo import (
+from facebench.baselines.ramon2019.hpo import (
     LR_RANGE,
     TRIAL_COLUMNS,
     WEIGHT_FACTORS,
@@ -18,7 +18,7 @@ from facebench.baselines.hpo import (
     run_hpo,
     search_space,
 )
-from facebench.baselines.losses import ramon2019_scale_weights
+from facebench.baselines.ramon2019.losses import ramon2019_scale_weights
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.hpo import hpo_command
 from facebench.errors import FacebenchError
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     """A tiny train/val pair (32 px, ~8 training images, disjoint subjects, varied poses)."""
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     root = tmp_path_factory.mktemp("hpo_data")
     generate(GeneratorSettings(n=12, size=32, seed=0, angles="ramon2019", identities=6, split="70/10/20"),

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 def _synthetic_available() -> bool:
     try:
-        import facebench.models.synthetic  # noqa: F401
+        import facebench.models.procedural  # noqa: F401
     except ImportError:
         return False
     return True

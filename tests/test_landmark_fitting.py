@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import facebench.models as fm
-from facebench.baselines.landmark_fitting import _exp_so3, _Problem, _State, _step, fit_landmarks
+from facebench.baselines.landmark_fit import _exp_so3, _Problem, _State, _step, fit_landmarks
 from facebench.commands.baselines import baselines
 from facebench.conventions import intrinsics, pose_from_angles, project, quat_to_matrix, rotation_error_deg
 
@@ -137,7 +137,7 @@ def test_exp_so3_matches_quaternion_rotation():
 
 def test_analytic_gradient_matches_autograd(model):
     """The normal equations' gradient is half the gradient of the cost along the update."""
-    from facebench.baselines.landmark_fitting import _landmark_model
+    from facebench.baselines.landmark_fit import _landmark_model
 
     truth = make_faces(model, 2, seed=7)
     dtype = torch.float64

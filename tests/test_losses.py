@@ -1,4 +1,4 @@
-"""The five losses of Ramon et al. 2019 (facebench.baselines.losses): hand-computed values with a
+"""The five losses of Ramon et al. 2019 (facebench.baselines.ramon2019.losses): hand-computed values with a
 realistic camera (focal 1000 px, principal point (111.5, 111.5), ~600 mm away), an independent
 scipy reference, gradients, head-frame invariances, MRL views, the registry and the weights."""
 
@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from facebench import conventions as cv
-from facebench.baselines import losses as L
+from facebench.baselines.ramon2019 import losses as L
 from facebench.errors import FacebenchError
 
 F64 = torch.float64

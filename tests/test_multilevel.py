@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from facebench import conventions as cv
-from facebench.baselines.multilevel import (
+from facebench.baselines.tewari2018.loss import MultiLevelLoss, MultiLevelWeights
+from facebench.baselines.tewari2018.model import (
     CorrectiveSpace,
     MultiLevelConfig,
     MultiLevelModel,
@@ -16,7 +17,6 @@ from facebench.baselines.multilevel import (
     decode_reconstruction,
     encode_reconstruction,
 )
-from facebench.baselines.multilevel_loss import MultiLevelLoss, MultiLevelWeights
 from facebench.errors import FacebenchError, InputFileError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

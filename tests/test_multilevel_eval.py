@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from facebench import conventions as cv
-from facebench.baselines.multilevel_eval import (
+from facebench.baselines.tewari2018.evaluations import (
     EvalSettings,
     _sphere,
     canonical_pose,
@@ -36,7 +36,7 @@ def face_model():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, face_model):
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     root = tmp_path_factory.mktemp("ml-eval")
     generate(GeneratorSettings(n=4, size=32, seed=0), root / "train.h5", model=face_model)

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from facebench import conventions as cv
-from facebench.baselines.multilevel import MultiLevelConfig, MultiLevelModel
-from facebench.baselines.multilevel_loss import (
+from facebench.baselines.tewari2018.loss import (
     RESCALE,
     SUPPLEMENT_FINETUNING,
     MultiLevelLoss,
@@ -20,6 +19,7 @@ from facebench.baselines.multilevel_loss import (
     photometric_error,
     reflectance_error,
 )
+from facebench.baselines.tewari2018.model import MultiLevelConfig, MultiLevelModel
 from facebench.errors import FacebenchError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -189,7 +189,7 @@ def test_levels_are_checked(net):
 # ---------------------------------------------------------------------------- optimisation
 def test_training_on_one_synthetic_image_recovers_the_landmarks(face_model, tmp_path):
     from facebench.datasets.dataset_file import FaceDataset
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     generate(GeneratorSettings(n=1, size=64, seed=3, yaw_max=30.0), tmp_path / "one.h5", model=face_model)
     data = FaceDataset(tmp_path / "one.h5")

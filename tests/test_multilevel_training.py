@@ -12,14 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench.baselines.multilevel import MultiLevelConfig, decode_reconstruction
-from facebench.baselines.multilevel_training import (
-    CHECKPOINT_FORMAT,
+from facebench.baselines.tewari2018.data import batch_indices
+from facebench.baselines.tewari2018.model import MultiLevelConfig, decode_reconstruction
+from facebench.baselines.tewari2018.predict import CHECKPOINT_FORMAT, load_multilevel_checkpoint, model_from_checkpoint
+from facebench.baselines.tewari2018.training import (
     MultiLevelTrainConfig,
     _param_groups,
-    batch_indices,
-    load_multilevel_checkpoint,
-    model_from_checkpoint,
     parse_weight_overrides,
     stage_weights,
     train_multilevel,
@@ -35,7 +33,7 @@ TINY = MultiLevelConfig(n_correctives=8, corrective_hidden=16, image_size=32, en
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     root = tmp_path_factory.mktemp("ml-data")
     generate(GeneratorSettings(n=6, size=32, seed=0), root / "train.h5")
@@ -146,7 +144,7 @@ def test_batch_indices_are_epoch_permutations():
 
 
 def test_param_groups_rates(data, face_model, tmp_path):
-    from facebench.baselines.multilevel import MultiLevelModel
+    from facebench.baselines.tewari2018.model import MultiLevelModel
 
     net = MultiLevelModel(face_model, TINY, K=np.eye(3) * [30, 30, 1] + [[0, 0, 15.5], [0, 0, 15.5], [0, 0, 0]],
                           mean_t=[0, 0, 600])

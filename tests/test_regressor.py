@@ -8,14 +8,8 @@ import torch
 from conftest import tetra_model_arrays
 
 from facebench import conventions as cv
-from facebench.baselines.regressor import (
-    Linear3DMM,
-    QuaternionNormalize,
-    Regressor,
-    VGG16Encoder,
-    count_parameters,
-    load_vgg16_features,
-)
+from facebench.baselines.encoders import VGG16Encoder, count_parameters, load_vgg16_features
+from facebench.baselines.ramon2019.regressor import Linear3DMM, QuaternionNormalize, Regressor
 from facebench.errors import FacebenchError, InputFileError
 from facebench.models.morphable_model import MorphableModel
 

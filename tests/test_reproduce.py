@@ -1,4 +1,4 @@
-"""``facebench reproduce table2`` (facebench.baselines.reproduce): a micro run end to end."""
+"""``facebench reproduce table2`` (facebench.baselines.ramon2019.table2): a micro run end to end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from facebench.baselines.reproduce import (
+from facebench.baselines.ramon2019.table2 import (
     FIG6_COLUMNS,
     LOSS_ORDER,
     QUICK,

@@ -58,7 +58,7 @@ def test_round_trip_varying_topology(tmp_path):
 
 
 def test_synthetic_files_answer_the_same_accessors(tmp_path):
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     path = tmp_path / "syn.h5"
     generate(GeneratorSettings(n=2, size=32, seed=3), path)

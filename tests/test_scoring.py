@@ -18,7 +18,7 @@ from facebench.benchmark.templates import write_template
 from facebench.benchmark.validation import InvalidSubmission
 from facebench.cli import main
 from facebench.datasets.dataset_file import FaceDataset
-from facebench.datasets.synthetic import GeneratorSettings, generate
+from facebench.datasets.generator import GeneratorSettings, generate
 from facebench.landmarks import IBUG68_MIRROR
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden_summaries.json"

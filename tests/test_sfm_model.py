@@ -148,7 +148,7 @@ def test_registry_dispatch(no_transfer):
 
 
 def test_real_reflectance_transfer():
-    pytest.importorskip("facebench.models.synthetic", reason="synthetic model not available yet")
+    pytest.importorskip("facebench.models.procedural", reason="synthetic model not available yet")
     model = sfm.load_sfm(MODEL, landmark_mapping=MAPPING)
     assert model.reflectance_mean.shape == (3448, 3)
     assert "transferred" in model.reflectance_source

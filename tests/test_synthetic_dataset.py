@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from facebench import conventions as cv
 from facebench.commands.synth import synth
-from facebench.datasets.synthetic import (
+from facebench.datasets.generator import (
     FaceDataset,
     GeneratorSettings,
     generate,
@@ -20,7 +20,7 @@ from facebench.datasets.synthetic import (
 )
 from facebench.landmarks import IBUG68_MIRROR
 from facebench.models import load
-from facebench.models.synthetic import mirror_permutation
+from facebench.models.procedural import mirror_permutation
 
 SIZE = 40
 ARRAYS = ("ids", "images", "masks", "reflectance_images", "vertices", "landmarks_2d", "q", "t", "sh",

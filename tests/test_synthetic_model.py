@@ -1,4 +1,4 @@
-"""Tests of the procedural default model (facebench.models.synthetic) and the PNG preview."""
+"""Tests of the procedural default model (facebench.models.procedural) and the PNG preview."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from facebench.landmarks import IBUG68_MIRROR
 from facebench.models import load
-from facebench.models.synthetic import (
+from facebench.models.procedural import (
     REGION_NAMES,
     SYNTHETIC_MODEL_SHA256,
     SYNTHETIC_MODEL_VERSION,
@@ -53,7 +53,7 @@ def test_generation_is_repeatable_and_cached(model):
 def test_single_thread_subprocess_gives_same_bytes(model):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    code = "from facebench.models.synthetic import generate_synthetic_model as g; print(g().digest())"
+    code = "from facebench.models.procedural import generate_synthetic_model as g; print(g().digest())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == model.digest()

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 import facebench.models as fm
-from facebench.baselines.predict import scan_dataset_images
-from facebench.baselines.table3 import find_entries, reproduce_table3, table3_columns
-from facebench.baselines.training import TrainConfig, train
+from facebench.baselines.ramon2019.table3 import find_entries, reproduce_table3, table3_columns
+from facebench.baselines.ramon2019.training import TrainConfig, train
+from facebench.baselines.scan_images import scan_dataset_images
 from facebench.benchmark.landmark_sets import landmark_indices_for
 from facebench.benchmark.submission import write_submission
 from facebench.commands.base import FacebenchGroup
@@ -37,7 +37,7 @@ def model():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, model) -> dict[str, Path]:
     """Tiny MICC and FaceWarehouse files, a 1-epoch GAL run, and a MICC submission (the scans)."""
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     root = tmp_path_factory.mktemp("table3")
     generate(GeneratorSettings(n=8, size=32, seed=0), root / "train.h5")
@@ -157,8 +157,9 @@ def test_bad_input_gives_one_line(world, tmp_path):
 def test_a_multilevel_run_is_a_row_too(world, model, tmp_path):
     """A Tewari et al. multi-level run in RUNS is predicted on the scan crops (its final level, the
     model's faces and the protocol's landmark vertices) and scored like the regressor runs."""
-    from facebench.baselines.multilevel import MultiLevelConfig
-    from facebench.baselines.multilevel_training import MultiLevelTrainConfig, predict_multilevel, train_multilevel
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
+    from facebench.baselines.tewari2018.predict import predict_multilevel
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, train_multilevel
 
     run = tmp_path / "runs" / "ml"
     config = MultiLevelTrainConfig(dataset=world["root"] / "train.h5", val=None, out=run, batch=2,
@@ -178,7 +179,7 @@ def test_a_multilevel_run_is_a_row_too(world, model, tmp_path):
         np.testing.assert_array_equal(f["landmark_indices"][()], landmark_indices_for(model, "micc4"))
         assert "q" not in f and f["vertices"].shape == (2, model.n_vertices, 3)
     # the same vertices as the model's own reconstruction of the decoded crops
-    from facebench.baselines.multilevel_training import load_multilevel_checkpoint, model_from_checkpoint
+    from facebench.baselines.tewari2018.predict import load_multilevel_checkpoint, model_from_checkpoint
     from facebench.datasets.dataset_file import FaceDataset
 
     net = model_from_checkpoint(load_multilevel_checkpoint(run / "model.pt"), model).eval()

@@ -15,8 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facebench.baselines.predict import load_checkpoint, predict
-from facebench.baselines.training import LOG_COLUMNS, TrainConfig, train
+from facebench.baselines.ramon2019.predict import load_checkpoint, predict
+from facebench.baselines.ramon2019.training import LOG_COLUMNS, TrainConfig, train
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.train import predict_command, train_command
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     root = tmp_path_factory.mktemp("train-data")
     generate(GeneratorSettings(n=8, size=32, seed=0), root / "train.h5")
@@ -95,7 +95,7 @@ def test_ddp_two_gloo_processes_match_a_single_process_run(data, model, tmp_path
     script.write_text(textwrap.dedent("""
         import sys
         import torch
-        from facebench.baselines.training import TrainConfig, train
+        from facebench.baselines.ramon2019.training import TrainConfig, train
         torch.set_num_threads(1)
         result = train(TrainConfig(dataset=sys.argv[1], val=None, out=sys.argv[2], loss="gal", epochs=1, batch=4))
         assert result.world_size == 2

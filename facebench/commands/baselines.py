@@ -48,7 +48,7 @@ def fit_landmarks_command(dataset_path, out_path, n_identity, n_expression, w_id
 
     if threads:
         torch.set_num_threads(threads)
-    from facebench.baselines.landmark_fitting import fit_dataset
+    from facebench.baselines.landmark_fit import fit_dataset
 
     with tqdm(desc="fitting", unit="sample", disable=None) as bar:
         def progress(done: int, total: int) -> None:

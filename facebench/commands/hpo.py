@@ -1,5 +1,5 @@
 """``facebench hpo``: Bayesian search (optuna TPE) of the learning rate and weights of the multiterm
-losses (coarse, xqt) of Ramon et al. 2019; see :mod:`facebench.baselines.hpo`."""
+losses (coarse, xqt) of Ramon et al. 2019; see :mod:`facebench.baselines.ramon2019.hpo`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def hpo_command(loss, dataset, val, trials, epochs, encoder, batch, seed, device
     import torch
     from tqdm import tqdm
 
-    from facebench.baselines.hpo import run_hpo
+    from facebench.baselines.ramon2019.hpo import run_hpo
     from facebench.errors import FacebenchError
 
     if threads < 1:

@@ -1,5 +1,5 @@
 """``facebench reproduce correctives | corrective-spaces | reflectance | ablation``: the evaluations of
-Tewari et al. 2018's supplement (:mod:`facebench.baselines.multilevel_eval`).
+Tewari et al. 2018's supplement (:mod:`facebench.baselines.tewari2018.evaluations`).
 
 Plain click commands, added to the ``reproduce`` group by :mod:`facebench.cli` (whose group turns
 FacebenchError / ValueError / OSError into one ``error:`` line and exit 2)."""
@@ -49,8 +49,8 @@ def _common(function):
 
 
 def _settings(options: dict):
-    from facebench.baselines.multilevel_eval import EvalSettings
-    from facebench.baselines.multilevel_training import parse_weight_overrides
+    from facebench.baselines.tewari2018.evaluations import EvalSettings
+    from facebench.baselines.tewari2018.training import parse_weight_overrides
 
     return EvalSettings(out=options["out"], quick=options["quick"], data=options["data"], train=options["train_n"],
                         test=options["test_n"], size=options["size"], pretrain_iters=options["pretrain_iters"],
@@ -122,7 +122,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 @click.option("--counts", default="0,100,250,500", show_default=True, help="Numbers of correctives C to compare.")
 def correctives_command(counts, **options) -> None:
     """Tewari et al. 2018, supplement Fig. 4: held-out photometric error for C = 0, 100, 250, 500."""
-    from facebench.baselines.multilevel_eval import run_correctives
+    from facebench.baselines.tewari2018.evaluations import run_correctives
 
     result = _run(run_correctives, options, counts=_int_list(counts))
     _echo_table(result, _COLUMNS)
@@ -133,7 +133,7 @@ def correctives_command(counts, **options) -> None:
 @click.option("--kinds", default="affine,relu1,relu2", show_default=True, help="Corrective spaces to compare.")
 def corrective_spaces_command(kinds, **options) -> None:
     """Tewari et al. 2018, supplement Figs. 2-3: linear vs one vs two non-linearities."""
-    from facebench.baselines.multilevel_eval import run_corrective_spaces
+    from facebench.baselines.tewari2018.evaluations import run_corrective_spaces
 
     result = _run(run_corrective_spaces, options, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     _echo_table(result, _COLUMNS)
@@ -145,7 +145,7 @@ def corrective_spaces_command(kinds, **options) -> None:
               help="Reflectance modes of the base level (the test images hold all 80).")
 def reflectance_command(base_reflectance, **options) -> None:
     """Synthetic reflectance test: base level with 40 modes, final level must learn the rest (paper: 0.072)."""
-    from facebench.baselines.multilevel_eval import run_reflectance
+    from facebench.baselines.tewari2018.evaluations import run_reflectance
 
     result = _run(run_reflectance, options, base_reflectance=base_reflectance)
     _echo_table(result, ["level", "description", "reflectance_error", "median", "std", "n_images", "paper"])
@@ -155,7 +155,7 @@ def reflectance_command(base_reflectance, **options) -> None:
 @_common
 def ablation_command(**options) -> None:
     """Tewari et al. 2018, supplement Figs. 5-7: without the shape regularizers / reflectance priors vs full."""
-    from facebench.baselines.multilevel_eval import run_ablation
+    from facebench.baselines.tewari2018.evaluations import run_ablation
 
     result = _run(run_ablation, options)
     _echo_table(result, _COLUMNS)

@@ -1,5 +1,5 @@
 """``facebench reproduce ...``: reproduce papers' experiments — ``table2`` (Ramon et al. 2019 Table 2,
-Fig. 5, Fig. 6; :mod:`facebench.baselines.reproduce`), ``table3`` (MICC / FaceWarehouse;
+Fig. 5, Fig. 6; :mod:`facebench.baselines.ramon2019.table2`), ``table3`` (MICC / FaceWarehouse;
 :mod:`facebench.commands.reproduce_table3`), and Tewari et al. 2018's supplement: ``correctives``,
 ``corrective-spaces``, ``reflectance``, ``ablation`` (:mod:`facebench.commands.multilevel`)."""
 
@@ -55,7 +55,7 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
     from tqdm import tqdm
 
-    from facebench.baselines.reproduce import ReproduceSettings, reproduce_table2
+    from facebench.baselines.ramon2019.table2 import ReproduceSettings, reproduce_table2
 
     settings = ReproduceSettings(out=out, quick=quick, data=data, train=train_n, size=size, epochs=epochs,
                                  encoder=encoder, batch=batch, lr=lr, trials=trials, hpo_epochs=hpo_epochs,

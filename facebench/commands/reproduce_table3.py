@@ -1,5 +1,5 @@
 """``facebench reproduce table3``: Ramon et al. 2019, Table 3 on prepared MICC / FaceWarehouse files
-(:mod:`facebench.baselines.table3`). A plain click command added to the ``reproduce`` group."""
+(:mod:`facebench.baselines.ramon2019.table3`). A plain click command added to the ``reproduce`` group."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import click
 def table3_command(micc, facewarehouse, runs, named, out, checkpoint, no_extra, model_path, device, batch) -> None:
     """Ramon et al. 2019 Table 3: predict with each run on MICC / FaceWarehouse, score under
     micc-ramon2019 / facewarehouse-ramon2019 (and micc-95mm); write table3.csv and table3.png."""
-    from facebench.baselines.table3 import find_entries, parse_run_option, reproduce_table3
+    from facebench.baselines.ramon2019.table3 import find_entries, parse_run_option, reproduce_table3
     from facebench.errors import FacebenchError
 
     if batch < 1:

@@ -65,7 +65,7 @@ def synth_generate(n, out, model_name, model_path, landmark_mapping, model_setti
     from tqdm import tqdm
 
     from facebench.commands.models import _load_model
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     settings = GeneratorSettings(
         n=n, size=size, seed=seed, angles=angles, yaw_max=yaw_max, pitch_max=pitch_max, roll_max=roll_max,
@@ -142,7 +142,7 @@ def synth_show(path, out, count, start) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 def synth_merge(shards, out, overwrite) -> None:
     """Join shard files of one run into one dataset file (a copy)."""
-    from facebench.datasets.synthetic import merge_shards
+    from facebench.datasets.generator import merge_shards
 
     if Path(out).exists() and not overwrite:
         raise FacebenchError(f"{out}: exists already (use --overwrite to replace it)")

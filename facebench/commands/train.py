@@ -108,7 +108,7 @@ def train_command(model_kind, dataset, val, loss, alpha, beta, gamma, views, enc
         raise FacebenchError(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} only apply to --model multilevel")
     batch = 32 if batch is None else batch
 
-    from facebench.baselines.training import TrainConfig, train
+    from facebench.baselines.ramon2019.training import TrainConfig, train
 
     config = TrainConfig(dataset=dataset, val=val, out=out, loss=loss, alpha=alpha, beta=beta, gamma=gamma,
                          views=views, encoder=encoder, epochs=epochs, batch=batch, lr=lr,
@@ -151,8 +151,8 @@ def _train_multilevel(*, dataset, val, out, n_identity, batch, device, seed, met
     one line per validation and a final summary."""
     from tqdm import tqdm
 
-    from facebench.baselines.multilevel import MultiLevelConfig
-    from facebench.baselines.multilevel_training import MultiLevelTrainConfig, parse_weight_overrides, train_multilevel
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, parse_weight_overrides, train_multilevel
     from facebench.datasets.dataset_file import FaceDataset
 
     if image_size is None:
@@ -213,8 +213,8 @@ def _train_multilevel(*, dataset, val, out, n_identity, batch, device, seed, met
 def predict_command(checkpoint, dataset, out, device, batch, workers, method, overwrite, codes) -> None:
     """Write a submission (vertices, q, t) of a trained regressor or multi-level model on DATASET for
     'facebench score' (the checkpoint's kind decides)."""
-    from facebench.baselines.multilevel_training import is_multilevel_checkpoint, predict_multilevel
-    from facebench.baselines.predict import predict
+    from facebench.baselines.ramon2019.predict import predict
+    from facebench.baselines.tewari2018.predict import is_multilevel_checkpoint, predict_multilevel
 
     if is_multilevel_checkpoint(checkpoint):
         written = predict_multilevel(checkpoint, dataset, out, codes=codes, device=_auto_device(device),

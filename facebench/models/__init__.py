@@ -26,7 +26,7 @@ __all__ = ["MorphableModel", "N_LANDMARKS", "load", "MODEL_NAMES", "describe"]
 
 #: name -> (module, loader function, needs a path, one-line description)
 _LOADERS: dict[str, tuple[str, str, bool, str]] = {
-    "synthetic": ("facebench.models.synthetic", "load_synthetic", False,
+    "synthetic": ("facebench.models.procedural", "load_synthetic", False,
                   "procedural face model generated in code (default; no files)"),
     "ict": ("facebench.models.ict", "load_ict", False,
             "ICT-FaceKit Light (MIT); 'facebench models fetch ict' or --path FaceXModel/"),

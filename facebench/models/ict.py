@@ -368,7 +368,7 @@ def _source_key(folder: Path, region: str) -> str:
         if path.suffix in (".obj", ".json") and path.is_file():
             stat = path.stat()
             entries.append([path.name, stat.st_size, stat.st_mtime_ns])
-    from facebench.models.synthetic import SYNTHETIC_MODEL_SHA256  # reflectance comes from it
+    from facebench.models.procedural import SYNTHETIC_MODEL_SHA256  # reflectance comes from it
 
     blob = json.dumps({"files": entries, "region": region, "converter": CONVERTER_VERSION,
                        "synthetic": SYNTHETIC_MODEL_SHA256,

@@ -31,7 +31,7 @@ def constant_reflectance(n_vertices: int, albedo=CONSTANT_ALBEDO) -> dict:
 
 def with_synthetic_reflectance(model: MorphableModel, max_distance_mm: float = 15.0) -> MorphableModel:
     """``model`` with the synthetic model's reflectance transferred (see module docstring)."""
-    from facebench.models.synthetic import load_synthetic
+    from facebench.models.procedural import load_synthetic
 
     source = load_synthetic()
     shared = model.has_landmark & source.has_landmark

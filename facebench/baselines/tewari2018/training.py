@@ -58,11 +58,10 @@ variants that differ only in their corrective spaces).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +69,26 @@ import numpy as np
 import torch
 
 from facebench import __version__
-from facebench.atomic import atomic_path
 from facebench.atomic import write_json as _write_json
+from facebench.baselines.runs import (
+    mean_translation,
+    open_run_folder,
+    open_training_sets,
+    save_checkpoint,
+    write_log,
+)
+from facebench.baselines.tewari2018.data import TrainingImages, batch_indices, check_images, shared_K
+from facebench.baselines.tewari2018.predict import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    iterate_reconstructions,
+    load_multilevel_checkpoint,
+    model_from_checkpoint,
+)
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_VERSION",
     "STAGES",
     "DEMO_LR_SCALE",
     "VAL_COLUMNS",
@@ -87,17 +98,9 @@ __all__ = [
     "stage_weights",
     "check_train_config",
     "train_multilevel",
-    "batch_indices",
-    "load_multilevel_checkpoint",
-    "is_multilevel_checkpoint",
-    "model_from_checkpoint",
     "evaluate_multilevel",
-    "iterate_reconstructions",
-    "predict_multilevel",
 ]
 
-CHECKPOINT_FORMAT = "facebench-multilevel-checkpoint"
-CHECKPOINT_VERSION = 1
 STAGES = ("pretrain", "finetune")
 #: Multiplier of the paper's AdaDelta learning rates in our defaults (module docstring).
 DEMO_LR_SCALE = 300.0
@@ -109,7 +112,7 @@ _WEIGHT_KEYS = ("w_photo", "w_land", "w_reg", "w_rstd", "w_smo", "w_sta", "w_ref
 
 
 def _default_model_config():
-    from facebench.baselines.multilevel import MultiLevelConfig
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
 
     return MultiLevelConfig()
 
@@ -121,7 +124,7 @@ class MultiLevelTrainConfig:
 
     ``weights`` overrides loss weights: ``{"w_smo": 0.0}`` sets a weight in both stages,
     ``{"finetune.w_smo": 0.0}`` / ``{"pretrain.w_photo": 1.0}`` in one stage only.
-    ``model``: a :class:`~facebench.baselines.multilevel.MultiLevelConfig`; its ``image_size`` must
+    ``model``: a :class:`~facebench.baselines.tewari2018.model.MultiLevelConfig`; its ``image_size`` must
     be the datasets' (square) image size. ``threads``: torch CPU threads during training (None:
     leave as is). ``eval_every``/``checkpoint_every``/``log_every``: in iterations (0: only at
     stage ends). ``val_limit``: at most this many validation images per evaluation (None: all).
@@ -234,7 +237,7 @@ def stage_weights(stage: str, overrides: dict[str, float]):
     """The :class:`MultiLevelWeights` of ``stage``: the supplement's defaults of that stage with
     ``overrides`` applied (plain keys to both stages, ``STAGE.KEY`` to one; the stage-specific key
     wins). FacebenchError for negative weights (raised by ``MultiLevelWeights``)."""
-    from facebench.baselines.multilevel_loss import MultiLevelWeights
+    from facebench.baselines.tewari2018.loss import MultiLevelWeights
 
     base = MultiLevelWeights.pretraining() if stage == STAGES[0] else MultiLevelWeights.finetuning()
     changes: dict[str, float] = {}
@@ -259,28 +262,6 @@ def _positive(name: str, value: float) -> None:
         raise FacebenchError(f"{name} must be a finite number > 0, got {value}")
 
 
-def _shared_K(dataset) -> np.ndarray:
-    """The one intrinsics matrix ``(3,3)`` of a dataset; InputFileError when K varies per sample."""
-    if dataset.shared_K is not None:
-        return np.asarray(dataset.shared_K, np.float64)
-    K = np.asarray(dataset.array("K"), np.float64)
-    if not np.allclose(K, K[:1], rtol=0, atol=1e-9):
-        raise InputFileError(dataset.path, "intrinsics K differ between samples; the multi-level model renders "
-                                           "with one K (generate the set with one focal length)")
-    return K[0]
-
-
-def _check_images(dataset, size: int) -> None:
-    hw = dataset.attrs.get("image_size")
-    if hw is None:
-        hw = list(dataset.read("images", 0, 1).shape[1:3])
-    h, w = (int(v) for v in hw)
-    if h != w:
-        raise InputFileError(dataset.path, f"images are {h}x{w} px; the multi-level model takes square images")
-    if h != size:
-        raise InputFileError(dataset.path, f"images are {h} px but the model configuration says image_size={size} "
-                                           "(set --image-size to the images' size)")
-
 
 def check_train_config(config: MultiLevelTrainConfig, *, model=None):
     """Check everything before the first iteration; return ``(face model, train set, val set,
@@ -289,7 +270,6 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
     the face model cannot serve (``MultiLevelConfig.check``: C > V, fewer modes...), datasets of
     another face model, other image sizes or intrinsics, and the run folder rules (a non-empty
     folder needs ``resume`` or ``overwrite``; a resume needs a checkpoint of the same model)."""
-    from facebench.baselines.training import open_run_folder, open_training_sets
 
     if config.optimizer not in ("adadelta", "adam"):
         raise FacebenchError(f"unknown optimizer {config.optimizer!r}; choose adadelta or adam")
@@ -319,11 +299,11 @@ def check_train_config(config: MultiLevelTrainConfig, *, model=None):
                                  load=load_multilevel_checkpoint, checkpoint=CHECKPOINT)
     model, train_set, val_set = open_training_sets(config.dataset, config.val, model)
     config.model.check(model)
-    _check_images(train_set, config.model.image_size)
-    K = _shared_K(train_set)
+    check_images(train_set, config.model.image_size)
+    K = shared_K(train_set)
     if val_set is not None:
-        _check_images(val_set, config.model.image_size)
-        if not np.allclose(_shared_K(val_set), K, rtol=0, atol=1e-6):
+        check_images(val_set, config.model.image_size)
+        if not np.allclose(shared_K(val_set), K, rtol=0, atol=1e-6):
             raise InputFileError(val_set.path, "intrinsics K differ from the training set's")
     if checkpoint is not None:
         _check_resume(out / CHECKPOINT, checkpoint, config, model)
@@ -347,45 +327,6 @@ def _check_resume(path: Path, checkpoint: dict, config: MultiLevelTrainConfig, m
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
-def load_multilevel_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a multi-level checkpoint with ``weights_only=True``; InputFileError (one line) when
-    missing, unreadable, or not a facebench multi-level checkpoint of a known version."""
-    from facebench.baselines.predict import read_checkpoint
-
-    return read_checkpoint(path, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="multi-level",
-                           keys=("config", "model"))
-
-
-def is_multilevel_checkpoint(path: str | Path) -> bool:
-    """True when ``path`` is a multi-level checkpoint (the ``predict`` / Table 3 dispatch); looks at
-    the header only (tensors memory-mapped), so a 0.5 GB checkpoint is not read twice."""
-    from facebench.baselines.predict import checkpoint_format
-
-    return checkpoint_format(path) == CHECKPOINT_FORMAT
-
-
-def model_from_checkpoint(checkpoint: dict, morphable_model, *, path: str | Path | None = None):
-    """The trained :class:`MultiLevelModel` of a checkpoint dict, for ``morphable_model``;
-    FacebenchError (naming ``path``) for another face model or weights that do not fit."""
-    from facebench.baselines.multilevel import MultiLevelModel
-
-    where = f"{path}: " if path is not None else ""
-    digest = checkpoint["config"].get("model_digest")
-    if digest is not None and digest != morphable_model.digest():
-        raise FacebenchError(f"{where}trained with another face model (digest {str(digest)[:12]}, "
-                             f"loaded {morphable_model.digest()[:12]})")
-    try:
-        return MultiLevelModel.from_checkpoint(checkpoint["model"], morphable_model)
-    except (FacebenchError, KeyError, TypeError, ValueError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FacebenchError(f"{where}cannot rebuild the multi-level model ({first[:200]})") from None
-
-
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-
-
 
 def _log_columns(history: list[dict]) -> list[str]:
     fixed = ["iteration", "stage", "loss"]
@@ -395,63 +336,8 @@ def _log_columns(history: list[dict]) -> list[str]:
     return [*fixed, *terms, *rest, *VAL_COLUMNS, "seconds", "images_per_second"]
 
 
-def _write_log(history: list[dict], path: Path) -> None:
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_log_columns(history), extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
 
 # ---------------------------------------------------------------------------------------- data
-def batch_indices(n: int, batch: int, iteration: int, seed: int) -> np.ndarray:
-    """Sample indices of iteration ``iteration`` (0-based): positions ``[iteration·batch,
-    (iteration+1)·batch)`` of the concatenation of per-epoch permutations of ``range(n)``, epoch
-    ``e`` permuted by ``numpy.random.default_rng((seed, e))``. Depends on nothing else (resume)."""
-    positions = np.arange(iteration * batch, (iteration + 1) * batch)
-    epochs, offsets = np.divmod(positions, n)
-    out = np.empty(batch, np.int64)
-    for epoch in np.unique(epochs):
-        permutation = np.random.default_rng((int(seed), int(epoch))).permutation(n)
-        where = epochs == epoch
-        out[where] = permutation[offsets[where]]
-    return out
-
-
-class _Images:
-    """Training inputs of a dataset: ``images (b,3,H,W)`` float [0,1], ``masks (b,H,W)`` bool,
-    ``landmarks_2d (b,68,2)`` px; held in memory when small (uint8), read lazily otherwise."""
-
-    def __init__(self, dataset, max_bytes: int = 512 * 2**20):
-        self.dataset = dataset
-        h, w = (int(v) for v in dataset.read("images", 0, 1).shape[1:3])
-        self.cached = len(dataset) * h * w * 4 <= max_bytes
-        if self.cached:
-            self.images = dataset.array("images")
-            self.masks = dataset.array("masks")
-            self.landmarks = dataset.array("landmarks_2d")
-
-    def get(self, indices: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.cached:
-            images, masks, landmarks = self.images[indices], self.masks[indices], self.landmarks[indices]
-        else:
-            order = np.argsort(indices)
-            rows = [self.dataset[int(i)] for i in indices[order]]
-            back = np.argsort(order)
-            images = np.stack([rows[j]["images"] for j in back])
-            masks = np.stack([rows[j]["masks"] for j in back])
-            landmarks = np.stack([rows[j]["landmarks_2d"] for j in back])
-        images_t = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        return (images_t.contiguous(), torch.from_numpy(np.ascontiguousarray(masks)).to(device),
-                torch.from_numpy(np.ascontiguousarray(landmarks)).to(device).float())
-
-
-def _mean_translation(dataset) -> np.ndarray:
-    total, n = np.zeros(3), len(dataset)
-    for start in range(0, n, 4096):
-        total += np.asarray(dataset.read("t", start, min(n, start + 4096)), np.float64).sum(axis=0)
-    return total / n
-
 
 # ---------------------------------------------------------------------------------------- optimizer
 def _param_groups(model, config: MultiLevelTrainConfig, stage: str) -> list[dict]:
@@ -491,25 +377,6 @@ def _set_frozen(model, stage: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def iterate_reconstructions(model, dataset, *, device, batch_size: int = 16, limit: int | None = None,
-                            with_images: bool = False) -> Iterator[tuple[np.ndarray, Any, dict[str, torch.Tensor]]]:
-    """Yield ``(indices, MultiLevelOutput, batch)`` over the first ``limit`` samples of a
-    :class:`FaceDataset` in order, in eval mode without gradients; ``batch`` holds ``images
-    (b,3,H,W)`` [0,1], ``masks (b,H,W)``, ``landmarks_2d (b,68,2)`` on ``device``."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    source = _Images(dataset)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                indices = np.arange(start, min(n, start + batch_size))
-                images, masks, landmarks = source.get(indices, device)
-                output = model.reconstruct(images)
-                yield indices, output, {"images": images, "masks": masks, "landmarks_2d": landmarks}
-    finally:
-        model.train(was_training)
-
 
 def evaluate_multilevel(model, dataset, *, device="cpu", batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
     """Mean metrics of a multi-level model on a dataset (first ``limit`` samples):
@@ -518,7 +385,7 @@ def evaluate_multilevel(model, dataset, *, device="cpu", batch_size: int = 16, l
     level, pixels, landmarks the model defines), ``shape_mm`` (final-level vertices vs the
     ground truth, head frame, a diagnostic only), ``offset_mm`` / ``refl_offset`` (mean per-vertex
     norm of the corrective shape offsets, mm, and reflectance offsets, RGB)."""
-    from facebench.baselines.multilevel_loss import photometric_error
+    from facebench.baselines.tewari2018.loss import photometric_error
 
     device = resolve_device(device)
     sums = {"photo_base": 0.0, "photo_final": 0.0, "land_px": 0.0, "shape_mm": 0.0, "offset_mm": 0.0,
@@ -606,14 +473,14 @@ def train_multilevel(
 
 
 def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResult:
-    from facebench.baselines.multilevel import MultiLevelModel
-    from facebench.baselines.multilevel_loss import MultiLevelLoss
+    from facebench.baselines.tewari2018.loss import MultiLevelLoss
+    from facebench.baselines.tewari2018.model import MultiLevelModel
 
     face_model, train_set, val_set, K, checkpoint = check_train_config(config, model=face_model)
     device = resolve_device(config.device)
     out = Path(config.out)
     torch.manual_seed(config.seed)
-    net = MultiLevelModel(face_model, config.model, K=K, mean_t=_mean_translation(train_set))
+    net = MultiLevelModel(face_model, config.model, K=K, mean_t=mean_translation(train_set))
     if checkpoint is not None:
         net = model_from_checkpoint(checkpoint, face_model, path=out / CHECKPOINT)
     elif config.init_from is not None:
@@ -626,7 +493,7 @@ def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResu
     block = _config_block(config, face_model)
     _write_json({**block, "device": str(device), "torch_version": torch.__version__, "first_iteration": done},
                 out / CONFIG)
-    data = _Images(train_set)
+    data = TrainingImages(train_set)
     stage, optimizer, loss_fn = None, None, None
     if checkpoint is not None:
         _set_rng_state(checkpoint["rng"], device)
@@ -639,8 +506,8 @@ def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResu
         state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": block,
                  "model": net.state_for_checkpoint(), "optimizer": optimizer.state_dict(),
                  "optimizer_stage": stage, "iteration": done, "history": history, "rng": _rng_state(device)}
-        _save(state, out / CHECKPOINT)
-        _write_log(history, out / LOG)
+        save_checkpoint(state, out / CHECKPOINT)
+        write_log(history, out / LOG, _log_columns(history))
 
     while done < config.total_iters:
         if config.stage_at(done) != stage:
@@ -694,112 +561,10 @@ def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResu
         if stage_end or (config.checkpoint_every and done % config.checkpoint_every == 0):
             save()
     if optimizer is None:  # nothing left to do (a resumed, finished run): keep its files
-        _write_log(history, out / LOG)
+        write_log(history, out / LOG, _log_columns(history))
     ips = {s: (r[0] / r[1] if r[1] > 0 else float("nan")) for s, r in rates.items()}
     return MultiLevelTrainResult(out=out, iterations_done=done, history=history, val=last_val,
                                  images_per_second=ips, seconds=time.perf_counter() - started)
 
 
-# ---------------------------------------------------------------------------------------- predict
-def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, codes: str | Path | None = None,
-                       device="cpu", batch_size: int = 32, method: str | None = None, model=None,
-                       model_path: str | Path | None = None, overwrite: bool = False) -> dict[str, Path]:
-    """Write the final-level predictions of a trained multi-level model on ``dataset``.
 
-    ``out``: an HDF5 submission ``facebench score`` takes (``ids``, ``vertices (N,V,3)`` float32 mm
-    head frame, ``q``, ``t`` mm, the dataset's ``landmark_indices``; attrs ``method``, ``model``,
-    ``iteration``), written atomically. ``codes``: also the compact coefficient file of
-    :func:`facebench.baselines.multilevel.encode_reconstruction` (every regressed parameter,
-    float32). Returns ``{"submission": out, "codes": codes}`` (codes only when asked).
-
-    A **scan dataset** (MICC, FaceWarehouse) is predicted like the regressor does it
-    (:func:`facebench.baselines.predict.predict`): its sRGB crops decoded to linear RGB and resized to
-    the model's input, the final level's vertices with the face model's ``faces`` and the vertex
-    indices of the dataset's scan landmark set, no pose (no codes); the face model is the one named
-    by the checkpoint (``model_path`` for models read from a file).
-    Raises InputFileError / FacebenchError (one line) on bad input.
-    """
-    from facebench.baselines.multilevel import MultiLevelParams, encode_reconstruction
-    from facebench.baselines.predict import _check_model, model_for_dataset
-    from facebench.benchmark.submission import SubmissionWriter
-    from facebench.datasets.dataset_file import FaceDataset
-
-    out = Path(out)
-    for path in (out, codes):
-        if path is not None and Path(path).exists() and not overwrite:
-            raise InputFileError(path, "exists already (use --overwrite to replace it)")
-    if batch_size < 1:
-        raise FacebenchError(f"--batch must be >= 1, got {batch_size}")
-    device = resolve_device(device)
-    ckpt = load_multilevel_checkpoint(checkpoint)
-    reader = FaceDataset(dataset)
-    if reader.is_scan_dataset:
-        return {"submission": _predict_scans(ckpt, checkpoint, reader, out, device=device, batch_size=batch_size,
-                                             method=method, model=model, model_path=model_path)}
-    if model is None:
-        model = model_for_dataset(reader)
-    else:
-        _check_model(reader, model)
-    net = model_from_checkpoint(ckpt, model, path=checkpoint).to(device)
-    _check_images(reader, net.config.image_size)
-    ids = reader.ids
-    run = ckpt["config"]
-    attrs = {"iteration": int(ckpt.get("iteration", 0)), "model": model.name,
-             "corrective_kind": str(run["model"].get("corrective_kind")),
-             "n_correctives": int(run["model"].get("n_correctives", 0))}
-    params: list = []
-    with SubmissionWriter(out, n=len(ids), n_vertices=model.n_vertices, method=method or run.get("method", "multilevel"),
-                          landmark_indices=reader.landmark_indices, with_pose=True, attrs=attrs) as writer:
-        for indices, output, _ in iterate_reconstructions(net, reader, device=device, batch_size=batch_size):
-            p = output.params
-            q = p.q / torch.linalg.norm(p.q, dim=-1, keepdim=True)
-            writer.write(int(indices[0]), ids=[ids[i] for i in indices],
-                         vertices=output.vertices_final.double().cpu().numpy(),
-                         q=q.double().cpu().numpy(), t=p.t.double().cpu().numpy())
-            if codes is not None:
-                params.append(p.detach().to("cpu"))
-    written = {"submission": out}
-    if codes is not None:
-        joined = {k: torch.cat([p.as_dict()[k] for p in params]) for k in params[0].as_dict()}
-        written["codes"] = Path(encode_reconstruction(codes, MultiLevelParams(**joined), ids, config=net.config,
-                                                      model_digest=model.digest()))
-    return written
-
-
-def _predict_scans(ckpt: dict, checkpoint, reader, out: Path, *, device, batch_size: int, method, model,
-                   model_path) -> Path:
-    """:func:`predict_multilevel` on a scan dataset (see there)."""
-    from facebench.baselines.predict import scan_dataset_images
-    from facebench.benchmark.landmark_sets import landmark_indices_for
-    from facebench.benchmark.submission import SubmissionWriter
-
-    if model is None:
-        from facebench.models import load
-
-        name = str((ckpt.get("model") or {}).get("model") or "")
-        try:
-            model = load(name, model_path)
-        except FacebenchError as error:
-            raise FacebenchError(f"{checkpoint}: cannot load the run's face model {name!r} ({error}); give its path") \
-                from None
-    net = model_from_checkpoint(ckpt, model, path=checkpoint).to(device)
-    landmark_set = str(reader.attrs.get("landmark_set", ""))
-    try:
-        landmark_indices = landmark_indices_for(model, landmark_set)
-    except FacebenchError as error:
-        raise FacebenchError(f"{reader.path}: {error}") from None
-    ids, size = reader.ids, net.config.image_size
-    crop = reader.attrs.get("image_size") or ["?", "?"]
-    attrs = {"iteration": int(ckpt.get("iteration", 0)), "model": model.name, "landmark_set": landmark_set,
-             "image_conversion": f"sRGB {crop[0]}x{crop[1]} -> linear RGB {size}x{size} "
-                                 "(decode, then bilinear antialiased resize)"}
-    net.eval()
-    with SubmissionWriter(out, n=len(ids), n_vertices=model.n_vertices,
-                          method=method or ckpt["config"].get("method", "multilevel"), faces=np.asarray(model.faces),
-                          landmark_indices=landmark_indices, attrs=attrs) as writer, torch.no_grad():
-        for start in range(0, len(ids), batch_size):
-            stop = min(start + batch_size, len(ids))
-            images = scan_dataset_images(reader.read("images", start, stop), (size, size)).to(device)
-            output = net.reconstruct(images)
-            writer.write(start, ids=ids[start:stop], vertices=output.vertices_final.double().cpu().numpy())
-    return out

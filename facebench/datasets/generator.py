@@ -399,14 +399,14 @@ def mirror_correspondence(model) -> tuple[np.ndarray, float]:
     """``perm (V,)`` with vertex i of a mirrored face = ``M x[perm[i]]`` (``M = diag(-1,1,1)``),
     and the largest distance (mm) between ``M mean[perm]`` and ``mean``.
 
-    The procedural model uses its exact :func:`~facebench.models.synthetic.mirror_permutation`;
+    The procedural model uses its exact :func:`~facebench.models.procedural.mirror_permutation`;
     other models use the nearest vertex of the mirrored mean (not a bijection in general; the
     error is reported in the dataset attributes).
     """
     mean = model.mean.astype(np.float64)
     perm = None
     if model.name == "synthetic":
-        from facebench.models.synthetic import mirror_permutation
+        from facebench.models.procedural import mirror_permutation
 
         candidate = mirror_permutation()
         if candidate.shape == (len(mean),) and np.array_equal(mean[candidate] * _MIRROR, mean):

@@ -4,7 +4,7 @@ Builds a dataset without rendering (8x8 placeholder images; the scorer reads onl
 poses), a noisy-oracle submission, then times `facebench.benchmark.scoring.score` against a
 same-run reference: a plain per-sample Python loop computing the same four metrics.
 
-    python benchmarks/bench_scoring.py [--n 6000]
+    python perf/bench_scoring.py [--n 6000]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@
   validation, training images/s.
 
 Everything is checked before the first step (:func:`check_config`): dataset formats, the loss name
-and its weights (:func:`facebench.baselines.losses.check_params`), the face model of both sets,
+and its weights (:func:`facebench.baselines.ramon2019.losses.check_params`), the face model of both sets,
 image sizes, the run folder (an existing non-empty folder needs ``resume`` or ``overwrite``) and,
 on resume, that the checkpoint has the same architecture, model and loss.
 
@@ -34,7 +34,6 @@ MRL's virtual views are drawn per rank from a generator seeded with ``(seed, ran
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import os
@@ -43,21 +42,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from facebench import __version__
-from facebench.atomic import atomic_path
 from facebench.atomic import write_json as _write_json
-from facebench.baselines import losses
-from facebench.baselines.predict import (
+from facebench.baselines.ramon2019 import losses
+from facebench.baselines.ramon2019.predict import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     evaluate,
     load_checkpoint,
-    model_for_dataset,
 )
-from facebench.baselines.regressor import ENCODERS, Regressor
+from facebench.baselines.ramon2019.regressor import ENCODERS, Regressor
+from facebench.baselines.runs import (
+    mean_translation,
+    open_run_folder,
+    open_training_sets,
+    save_checkpoint,
+    write_log,
+)
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
@@ -192,46 +195,6 @@ class Distributed:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def _nonempty_dir(path: Path) -> bool:
-    return path.is_dir() and any(path.iterdir())
-
-
-def open_training_sets(dataset: str | Path, val: str | Path | None, model=None):
-    """Open the training set (refused when empty) and the optional validation set, and resolve the
-    face model (default: the training set's; both sets must have been made with it). Returns
-    ``(model, train_set, val_set or None)``; InputFileError / FacebenchError (one line)."""
-    from facebench.baselines.predict import _check_model
-    from facebench.datasets.dataset_file import FaceDataset
-
-    train_set = FaceDataset(dataset)
-    if len(train_set) < 1:
-        raise InputFileError(train_set.path, "dataset has no samples")
-    val_set = FaceDataset(val) if val is not None else None
-    if model is None:
-        model = model_for_dataset(train_set)
-    else:
-        _check_model(train_set, model)
-    if val_set is not None:
-        _check_model(val_set, model)
-    return model, train_set, val_set
-
-
-def open_run_folder(out: Path, *, resume: bool, overwrite: bool, load: Callable[[Path], dict],
-                    checkpoint: str = CHECKPOINT) -> dict | None:
-    """Check a run folder before any work: ``resume`` returns ``load(out / checkpoint)`` (an
-    :class:`InputFileError` when there is none); otherwise a non-empty folder is refused unless
-    ``overwrite``. Returns None when starting afresh."""
-    if out.exists() and not out.is_dir():
-        raise InputFileError(out, "exists and is not a folder")
-    if resume:
-        if not (out / checkpoint).is_file():
-            raise InputFileError(out, f"nothing to resume: no {checkpoint} in the run folder")
-        return load(out / checkpoint)
-    if _nonempty_dir(out) and not overwrite:
-        raise InputFileError(out, "run folder exists and is not empty (use --resume to continue or "
-                                  "--overwrite to start again)")
-    return None
-
 
 def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
     """Check everything that can be checked before training; return ``(model, train set, val set,
@@ -292,27 +255,6 @@ def _check_resume(path: Path, checkpoint: dict, config: TrainConfig, model, trai
 
 
 # ---------------------------------------------------------------------------------------- files
-def _save(obj: dict, path: Path) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
-
-
-
-def _write_log(history: list[dict], path: Path) -> None:
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def _mean_translation(train_set) -> np.ndarray:
-    """Mean ``t (3,)`` mm of a training set: the translation head's initial bias."""
-    total, n = np.zeros(3), len(train_set)
-    for start in range(0, n, 4096):
-        total += np.asarray(train_set.read("t", start, min(n, start + 4096)), np.float64).sum(axis=0)
-    return total / n
-
 
 # ---------------------------------------------------------------------------------------- training
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
@@ -387,7 +329,7 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
     torch.manual_seed(config.seed)
     regressor = Regressor(model, encoder=config.encoder, n_identity=config.n_identity,
                           image_size=tuple(train_set.attrs.get("image_size") or (224, 224)),
-                          init_translation=_mean_translation(train_set), vgg16_weights=config.vgg16_weights)
+                          init_translation=mean_translation(train_set), vgg16_weights=config.vgg16_weights)
     if checkpoint is not None:
         regressor.load_state_dict(checkpoint["regressor"])
     regressor.to(device)
@@ -441,9 +383,9 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
             if math.isfinite(shape) and (best["shape_mm"] is None or shape < best["shape_mm"]):
                 best = {"epoch": epoch + 1, "shape_mm": float(shape)}
                 state["best"] = best
-                _save(state, out / BEST)
-            _save(state, out / CHECKPOINT)
-            _write_log(history, out / LOG)
+                save_checkpoint(state, out / BEST)
+            save_checkpoint(state, out / CHECKPOINT)
+            write_log(history, out / LOG, LOG_COLUMNS)
             if on_epoch is not None:
                 on_epoch(row)
         dist.barrier()

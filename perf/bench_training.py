@@ -1,4 +1,4 @@
-"""Training throughput of the regressor (facebench.baselines.regressor / training) per encoder and loss.
+"""Training throughput of the regressor (facebench.baselines.ramon2019.regressor / training) per encoder and loss.
 
 For each (encoder, image size) it renders a small synthetic set once (procedural model), keeps one
 batch of B images in memory and measures, after one warm-up step:
@@ -7,12 +7,12 @@ batch of B images in memory and measures, after one warm-up step:
 - for each of the five losses: full training steps (forward, loss, backward, Adam step), images/s,
   and the time per epoch extrapolated to the paper's 20,349 training images (Ramon et al. report
   6.8-14.9 min per epoch on an RTX 2080 Ti);
-- ``train()``: one epoch of :func:`facebench.baselines.training.train` (GAL) on the rendered set,
+- ``train()``: one epoch of :func:`facebench.baselines.ramon2019.training.train` (GAL) on the rendered set,
   i.e. with data loading, validation excluded, images/s (``--no-epoch`` skips it).
 
 On the CPU with ``--threads`` torch threads, and on CUDA when present.
 
-    python benchmarks/bench_training.py [--configs small:64,vgg16:64,vgg16:224] [--batch 16] [--steps 3]
+    python perf/bench_training.py [--configs small:64,vgg16:64,vgg16:224] [--batch 16] [--steps 3]
                                         [--threads 2] [--devices cpu,cuda]
 """
 
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from facebench.baselines import losses
-from facebench.baselines.regressor import Regressor, count_parameters
+from facebench.baselines.encoders import count_parameters
+from facebench.baselines.ramon2019 import losses
+from facebench.baselines.ramon2019.regressor import Regressor
 
 #: The paper's training-set size (images per epoch).
 PAPER_EPOCH = 20349
@@ -38,7 +39,7 @@ PARAMS = {"coarse": {"alpha": 1.0}, "xqt": {"beta": 1.0, "gamma": 1.0}, "gal": {
 
 def render_set(size: int, n: int, folder: Path) -> Path:
     """A synthetic training set of ``n`` images of ``size`` px (seed 0)."""
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     path = folder / f"train_{size}.h5"
     generate(GeneratorSettings(n=n, size=size, seed=0), path, batch_size=8)
@@ -102,7 +103,7 @@ def time_training_step(regressor: Regressor, batch: dict, loss_name: str, steps:
 
 def time_train_epoch(path: Path, encoder: str, batch: int, device: torch.device, folder: Path) -> float:
     """Images/s of one epoch of :func:`train` (GAL, no validation set) on ``path``."""
-    from facebench.baselines.training import TrainConfig, train
+    from facebench.baselines.ramon2019.training import TrainConfig, train
 
     result = train(TrainConfig(dataset=path, val=None, out=folder / f"run_{encoder}_{path.stem}_{device.type}",
                                loss="gal", encoder=encoder, epochs=1, batch=batch, device=str(device)))

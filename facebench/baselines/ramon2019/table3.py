@@ -6,7 +6,7 @@ folders written by ``facebench train`` (``config.json`` and ``model.pt`` / ``bes
 checkpoint files, or ready submissions (HDF5, folder with ``manifest.json``, zip). In ``out``:
 
 1. ``submissions/NAME_DATASET.h5``: each run's predictions on the dataset's images
-   (:func:`facebench.baselines.predict.predict`: the sRGB crops are decoded to linear RGB and
+   (:func:`facebench.baselines.ramon2019.predict.predict`: the sRGB crops are decoded to linear RGB and
    resized to the regressor's input size, the faces and the protocol's landmark vertices come from
    the run's face model via :mod:`facebench.benchmark.landmark_sets`); a given submission is used
    as is, on the datasets whose ids it holds;
@@ -94,7 +94,7 @@ MULTILEVEL = "multilevel"
 
 def _run_loss(checkpoint: Path) -> str:
     """The run's loss (``config.json``), or :data:`MULTILEVEL` for a multi-level checkpoint."""
-    from facebench.baselines.multilevel_training import is_multilevel_checkpoint
+    from facebench.baselines.tewari2018.predict import is_multilevel_checkpoint
 
     if is_multilevel_checkpoint(checkpoint):
         return MULTILEVEL
@@ -274,8 +274,8 @@ def _submissions_for(entry: Entry, datasets: dict, out: Path, device, batch_size
                      notes: list[str]) -> dict[str, Path]:
     """The submission of ``entry`` for each dataset role (predicted for runs; for a given
     submission, the datasets whose ids it holds)."""
-    from facebench.baselines.multilevel_training import predict_multilevel
-    from facebench.baselines.predict import predict
+    from facebench.baselines.ramon2019.predict import predict
+    from facebench.baselines.tewari2018.predict import predict_multilevel
     from facebench.benchmark.validation import validate_submission
 
     found: dict[str, Path] = {}

@@ -1,4 +1,4 @@
-"""Training throughput of the multi-level model (facebench.baselines.multilevel_training) per stage.
+"""Training throughput of the multi-level model (facebench.baselines.tewari2018.training) per stage.
 
 Renders a small synthetic set once (procedural model, 64 px by default), keeps one batch in memory
 and measures, after one warm-up step, at the defaults (batch 5, C = 500 affine, AdaDelta, the
@@ -13,7 +13,7 @@ and the ratio of each to ``forward``. On the CPU with 1 and 2 torch threads, and
 present. ``--loop`` also times :func:`train_multilevel` itself (data reading, logging,
 checkpoints; validation off) for a few iterations per stage.
 
-    python benchmarks/bench_multilevel_training.py [--size 64] [--batch 5] [--steps 5] [--threads 1,2]
+    python perf/bench_multilevel_training.py [--size 64] [--batch 5] [--steps 5] [--threads 1,2]
                                                    [--devices cpu,cuda] [--loop]
 """
 
@@ -48,16 +48,11 @@ def _rate(fn, batch: int, steps: int, device: torch.device) -> float:
 
 def measure(path: Path, batch: int, steps: int, device: torch.device) -> dict[str, float]:
     """images/s of forward, pretrain and finetune steps on one in-memory batch of ``path``."""
-    from facebench.baselines.multilevel import MultiLevelConfig, MultiLevelModel
-    from facebench.baselines.multilevel_loss import MultiLevelLoss
-    from facebench.baselines.multilevel_training import (
-        MultiLevelTrainConfig,
-        _Images,
-        _mean_translation,
-        _optimizer,
-        _set_frozen,
-        stage_weights,
-    )
+    from facebench.baselines.runs import mean_translation
+    from facebench.baselines.tewari2018.data import TrainingImages
+    from facebench.baselines.tewari2018.loss import MultiLevelLoss
+    from facebench.baselines.tewari2018.model import MultiLevelConfig, MultiLevelModel
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, _optimizer, _set_frozen, stage_weights
     from facebench.datasets.dataset_file import FaceDataset
 
     dataset = FaceDataset(path)
@@ -66,8 +61,8 @@ def measure(path: Path, batch: int, steps: int, device: torch.device) -> dict[st
     from facebench.models import load
 
     net = MultiLevelModel(load("synthetic"), MultiLevelConfig(image_size=size), K=dataset.shared_K,
-                          mean_t=_mean_translation(dataset)).to(device)
-    images, masks, landmarks = _Images(dataset).get(np.arange(batch) % len(dataset), device)
+                          mean_t=mean_translation(dataset)).to(device)
+    images, masks, landmarks = TrainingImages(dataset).get(np.arange(batch) % len(dataset), device)
     config = MultiLevelTrainConfig(dataset=path, val=None, out=Path("unused"))
     rates = {}
 
@@ -95,7 +90,7 @@ def measure(path: Path, batch: int, steps: int, device: torch.device) -> dict[st
 
 def loop(path: Path, iterations: int, device: str, threads: int) -> dict[str, float]:
     """images/s per stage of train_multilevel itself (``iterations`` per stage, no validation)."""
-    from facebench.baselines.multilevel_training import MultiLevelTrainConfig, train_multilevel
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, train_multilevel
 
     with tempfile.TemporaryDirectory() as tmp:
         config = MultiLevelTrainConfig(dataset=path, val=None, out=Path(tmp) / "run", pretrain_iters=iterations,
@@ -113,7 +108,7 @@ def main() -> None:
     parser.add_argument("--devices", default="cpu,cuda")
     parser.add_argument("--loop", action="store_true", help="also time train_multilevel (10 iterations per stage)")
     args = parser.parse_args()
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.h5"

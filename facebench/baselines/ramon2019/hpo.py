@@ -5,7 +5,7 @@
 - learning rate: log-uniform in ``(1e-5, 1e-3)`` (:data:`LR_RANGE`);
 - weights (``alpha`` for Coarse; ``beta`` and ``gamma`` for XQT): log-uniform between
   0.1× and 10× (:data:`WEIGHT_FACTORS`) of the values that compensate the scale difference with
-  the shape term, :func:`facebench.baselines.losses.ramon2019_scale_weights` of the training set;
+  the shape term, :func:`facebench.baselines.ramon2019.losses.ramon2019_scale_weights` of the training set;
 - objective (minimized): the **validation shape error** (mean per-vertex distance, mm) of the
   trial's best epoch after ``epochs`` epochs (the epoch ``best.pt`` holds). Reprojection error,
   translation and rotation of that epoch are recorded in the table but do not enter the objective;
@@ -70,7 +70,7 @@ class HpoResult:
 
 def check_loss(loss: str) -> tuple[str, ...]:
     """The searched weight names of ``loss``; FacebenchError for an unknown or single-term loss."""
-    from facebench.baselines.losses import LOSSES
+    from facebench.baselines.ramon2019.losses import LOSSES
 
     choices = ", ".join(HPO_LOSSES)
     if loss not in LOSSES:
@@ -154,9 +154,9 @@ def run_hpo(
         epochs: epochs of each trial's training.
         encoder, batch, device: as ``facebench train``; ``seed`` seeds the sampler and every trial.
         scale_weights: the centre of the weight ranges (default
-            :func:`~facebench.baselines.losses.ramon2019_scale_weights` of ``dataset``).
+            :func:`~facebench.baselines.ramon2019.losses.ramon2019_scale_weights` of ``dataset``).
         on_trial: called after each trial with its ``trials.csv`` row.
-        on_step: passed to :func:`~facebench.baselines.training.train` (progress bars).
+        on_step: passed to :func:`~facebench.baselines.ramon2019.training.train` (progress bars).
 
     Returns:
         :class:`HpoResult`. Raises FacebenchError / InputFileError (one line) on bad input, before
@@ -164,8 +164,8 @@ def run_hpo(
     """
     import optuna
 
-    from facebench.baselines.losses import ramon2019_scale_weights
-    from facebench.baselines.training import TrainConfig, train
+    from facebench.baselines.ramon2019.losses import ramon2019_scale_weights
+    from facebench.baselines.ramon2019.training import TrainConfig, train
 
     started = time.perf_counter()
     check_loss(loss)

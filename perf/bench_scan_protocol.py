@@ -13,7 +13,7 @@ median time per phase over the scans, and, as same-run references on the same cr
 a naive exact closest point (numpy, every triangle, on a subset, extrapolated) and a KD-tree
 vertex-to-vertex distance (scipy ``cKDTree``: build + query; not a surface distance, biased up).
 
-    python benchmarks/bench_scan_protocol.py [--scans 5] [--repeats 3] [--threads 2] [--icp-points 5000]
+    python perf/bench_scan_protocol.py [--scans 5] [--repeats 3] [--threads 2] [--icp-points 5000]
 
 ``--presets`` instead scores a MICC-like scan dataset end to end (``facebench.benchmark.scoring.score``:
 validation, reading each scan from the file, alignment, distances) under ``micc-ramon2019``,
@@ -22,7 +22,7 @@ cropped to the vertices in front of z = 40 mm (~40k vertices, like a cleaned MIC
 prediction a 14.5k-vertex procedural face of other coefficients under a random similarity. Prints
 seconds per scan for each preset.
 
-    python benchmarks/bench_scan_protocol.py --presets [--scans 5]
+    python perf/bench_scan_protocol.py --presets [--scans 5]
 """
 
 from __future__ import annotations

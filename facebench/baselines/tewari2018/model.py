@@ -38,11 +38,11 @@ Regressor
 ``images (B, 3, S, S)`` linear RGB in [0, 1] (``S = image_size``, 64 px by default) →
 ``2 x − 1`` → encoder → trunk → heads.
 
-- **Encoder**: :class:`facebench.baselines.regressor.SmallEncoder` with channels
+- **Encoder**: :class:`facebench.baselines.encoders.SmallEncoder` with channels
   ``w-2w-4w-8w-8w`` (``w = encoder_width = 32``: 32-64-128-256-256), five stride-2 conv3x3 +
   GroupNorm(8) + ReLU blocks and global average pooling → 8w features (1.2 M parameters at w = 32;
   GroupNorm: no batch statistics, so batch 1 at test time equals training). A 64 px image costs
-  about 27 MFLOP, so the forward pass is far under the paper's 4 ms (``benchmarks/bench_multilevel.py``).
+  about 27 MFLOP, so the forward pass is far under the paper's 4 ms (``perf/bench_multilevel.py``).
 - **Trunk**: ``Linear(8w, 512) → ReLU``, shared by all heads.
 - **Heads** (one ``Linear(512, ·)`` each): identity (n_identity), expression (n_expression),
   reflectance (n_reflectance), rotation (4), translation (3), sh_base (27), sh_final (27),
@@ -89,7 +89,7 @@ from torch import nn
 
 from facebench import conventions as cv
 from facebench.atomic import atomic_path
-from facebench.baselines.regressor import SmallEncoder
+from facebench.baselines.encoders import SmallEncoder
 from facebench.errors import FacebenchError, InputFileError
 from facebench.render import RenderOutput, default_sh, render
 

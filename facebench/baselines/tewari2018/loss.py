@@ -41,7 +41,7 @@ Shared (keys without a level):
   image's chromaticity sampled (no gradient) at the final level's projected vertices, ``α = 20``
   (``chroma_alpha``); ``w_ij = 1`` when i or j is not visible (no image evidence).
 - **glo** — global reflectance constancy: ``(1/P) Σ_{(i,j)∈𝒫} ‖r_i − r_j‖²`` over ``P`` (2,000)
-  fixed random pairs of skin vertices (``facebench.models.synthetic.vertex_regions()["skin"]`` for
+  fixed random pairs of skin vertices (``facebench.models.procedural.vertex_regions()["skin"]`` for
   the procedural model, all vertices for other models, or ``skin_mask``), drawn once with ``seed``.
 
 ``total = Σ_ℓ (w_photo E_photo,ℓ + w_land E_land,ℓ) + w_reg E_reg + w_rstd E_rstd + w_smo E_smo
@@ -279,7 +279,7 @@ def vertex_visibility(vertices_cam: torch.Tensor, faces: torch.Tensor, K: torch.
 
 def _skin_mask(model) -> np.ndarray:
     if model.model_name == "synthetic":
-        from facebench.models.synthetic import vertex_regions
+        from facebench.models.procedural import vertex_regions
 
         try:
             return vertex_regions()["skin"]
@@ -290,7 +290,7 @@ def _skin_mask(model) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- the loss
 class MultiLevelLoss(nn.Module):
-    """The self-supervised loss (module docstring) of a :class:`~facebench.baselines.multilevel.MultiLevelModel`.
+    """The self-supervised loss (module docstring) of a :class:`~facebench.baselines.tewari2018.model.MultiLevelModel`.
 
     Args:
         model: the multi-level model (its faces, landmark indices and K are used).

@@ -3,12 +3,12 @@
 Prints, per device and thread count, the time of the regressor (images -> parameters), of the
 decoder (parameters -> both levels' vertices and reflectance) and of ``reconstruct`` (both), at
 batch 1 and batch 64, reconstructions per second, and a same-run reference: the Ramon et al.
-regressor (``facebench.baselines.regressor.Regressor``, small encoder) at the same batch and size.
+regressor (``facebench.baselines.ramon2019.regressor.Regressor``, small encoder) at the same batch and size.
 CPU with ``torch.set_num_threads(1)`` and ``(2)``; CUDA when available (``torch.cuda.synchronize``
 around every timing, warm-up first). The paper's forward pass ran in < 4 ms; the issue's GPU goal
 is >= 2,000 reconstructions/s at batch 1.
 
-    python benchmarks/bench_multilevel.py [--size 64] [--correctives 500] [--repeats 20]
+    python perf/bench_multilevel.py [--size 64] [--correctives 500] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import time
 import torch
 
 from facebench import conventions as cv
-from facebench.baselines.multilevel import MultiLevelConfig, MultiLevelModel
-from facebench.baselines.regressor import Regressor, count_parameters
+from facebench.baselines.encoders import count_parameters
+from facebench.baselines.ramon2019.regressor import Regressor
+from facebench.baselines.tewari2018.model import MultiLevelConfig, MultiLevelModel
 
 
 def _time(fn, device: torch.device, repeats: int) -> float:

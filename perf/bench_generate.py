@@ -5,7 +5,7 @@ Generates ``--n`` samples at 224×224 with the default (procedural, 28,600-trian
 temporary folder with 1 and 2 worker processes, then times the render step alone (``render`` +
 reflectance ``interpolate`` of the same batch size, torch threads as set) and prints the ratio.
 
-    python benchmarks/bench_generate.py [--n 64] [--batch-size 8] [--device cpu]
+    python perf/bench_generate.py [--n 64] [--batch-size 8] [--device cpu]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facebench.datasets.synthetic import GeneratorSettings, _Context, generate, resolve_settings
+from facebench.datasets.generator import GeneratorSettings, _Context, generate, resolve_settings
 from facebench.models import load
 from facebench.render import interpolate, render
 

@@ -8,7 +8,7 @@ open3d ``RaycastingScene`` render of the same images (scene build + one ray per 
 Each line gives the overall rate and the per-call median and best (other processes on the
 machine slow some calls: compare medians, and note the load average printed around the runs).
 
-    python benchmarks/bench_render.py [--batch 16] [--seconds 3]
+    python perf/bench_render.py [--batch 16] [--seconds 3]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Forward + backward time of the five losses of Ramon et al. 2019 (facebench.baselines.losses).
+"""Forward + backward time of the five losses of Ramon et al. 2019 (facebench.baselines.ramon2019.losses).
 
 A batch of B samples of N points (the procedural model's 14,541 vertices by default), float32,
 ~600 mm from a 1000 px camera, a prediction a few mm / degrees off; each loss is evaluated and
@@ -6,7 +6,7 @@ back-propagated to x̂, q̂, t̂ (``loss.mean().backward()``). MRL samples its V
 generator on every call, as in training. Prints the median milliseconds per call over the repeats
 on the CPU (``--threads`` torch threads) and on CUDA when available.
 
-    python benchmarks/bench_losses.py [--batch 32] [--points 14541] [--views 2] [--repeats 10] [--threads 1]
+    python perf/bench_losses.py [--batch 32] [--points 14541] [--views 2] [--repeats 10] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import torch
 
 from facebench import conventions as cv
-from facebench.baselines import losses as L
+from facebench.baselines.ramon2019 import losses as L
 
 PARAMS = {"coarse": {"alpha": 1.0}, "xqt": {"beta": 1.0, "gamma": 1.0}, "gal": {}, "srl": {}, "mrl": {}}
 

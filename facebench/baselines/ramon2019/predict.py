@@ -4,7 +4,7 @@
   ``torch.load(..., weights_only=True)`` — it holds state dicts and plain config only.
 - :func:`model_for_dataset` loads the face model a dataset file names (attrs ``model``,
   ``model_spec``) and checks its digest against the file's ``model_digest``.
-- :func:`regressor_from_checkpoint` rebuilds the :class:`~facebench.baselines.regressor.Regressor`
+- :func:`regressor_from_checkpoint` rebuilds the :class:`~facebench.baselines.ramon2019.regressor.Regressor`
   from the checkpoint's config and the dataset's model (FacebenchError on another architecture or
   another face model).
 - :func:`iterate_predictions` yields predictions batch by batch; :func:`predict` writes them as an
@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from facebench.baselines.runs import check_model, model_for_dataset, read_checkpoint
+from facebench.baselines.scan_images import scan_dataset_images
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
@@ -39,9 +41,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "load_checkpoint",
-    "model_for_dataset",
     "model_for_checkpoint",
-    "scan_dataset_images",
     "iterate_scan_predictions",
     "regressor_from_checkpoint",
     "iterate_predictions",
@@ -53,36 +53,6 @@ CHECKPOINT_FORMAT = "facebench-regressor-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def read_checkpoint(path: str | Path, *, fmt: str, version: int, what: str, keys: tuple[str, ...] = (),
-                    mmap: bool = False) -> dict[str, Any]:
-    """Read a facebench checkpoint with ``weights_only=True`` and check its ``format``, ``version``
-    and that ``keys`` hold dicts; InputFileError (one line) otherwise. ``mmap``: map the tensors
-    instead of reading them (a cheap look at the header)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "checkpoint not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as error:  # noqa: BLE001 - truncated files, pickles of other classes...
-        raise InputFileError(path, f"not a checkpoint readable with weights_only=True ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != fmt:
-        raise InputFileError(path, f"not a facebench {what} checkpoint (no format {fmt!r})")
-    if checkpoint.get("version") != version:
-        raise InputFileError(path, f"unsupported checkpoint version {checkpoint.get('version')!r}")
-    for key in keys:
-        if not isinstance(checkpoint.get(key), dict):
-            raise InputFileError(path, f"checkpoint lacks {key!r}")
-    return checkpoint
-
-
-def checkpoint_format(path: str | Path) -> str | None:
-    """The ``format`` of a checkpoint file (tensors memory-mapped, not read), None when unreadable."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - anything unreadable is "no known format"
-        return None
-    return checkpoint.get("format") if isinstance(checkpoint, dict) else None
-
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a regressor checkpoint with ``weights_only=True``; InputFileError (one line) when the
@@ -93,27 +63,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "checkpoint lacks the regressor configuration")
     return checkpoint
 
-
-def model_for_dataset(dataset, model_path: str | Path | None = None):
-    """The face model a dataset file was made with.
-
-    ``dataset``: a :class:`~facebench.datasets.dataset_file.FaceDataset`. Loads
-    ``facebench.models.load(attrs["model"], path)`` with ``path`` = ``model_path`` or the
-    ``model_spec`` attribute's path; checks ``model_digest`` (when the file has one) and the vertex
-    count. InputFileError when the file names no model or the model differs.
-    """
-    from facebench.models import load
-
-    attrs = dataset.attrs
-    name = attrs.get("model")
-    if not isinstance(name, str) or not name:
-        raise InputFileError(dataset.path, "the dataset names no face model (attribute 'model'); "
-                                           "the regressor needs the model's identity space")
-    spec = attrs.get("model_spec") if isinstance(attrs.get("model_spec"), dict) else {}
-    path = model_path if model_path is not None else spec.get("path")
-    model = load(name, path)
-    _check_model(dataset, model)
-    return model
 
 
 def model_for_checkpoint(checkpoint: dict[str, Any], model_path: str | Path | None = None, *,
@@ -159,17 +108,6 @@ def _training_model_path(checkpoint: dict[str, Any]) -> str | None:
     return spec.get("path") if isinstance(spec, dict) else None
 
 
-def _check_model(dataset, model) -> None:
-    if getattr(dataset, "is_scan_dataset", False):
-        return  # scans have their own topologies: any model can be scored against them
-    digest = dataset.attrs.get("model_digest")
-    if isinstance(digest, str) and digest and digest != model.digest():
-        raise InputFileError(dataset.path, f"made with another {model.name!r} model (digest {digest[:12]}, "
-                                           f"loaded {model.digest()[:12]})")
-    if dataset.n_vertices != model.n_vertices:
-        raise InputFileError(dataset.path, f"vertices have {dataset.n_vertices} vertices but model "
-                                           f"{model.name!r} has {model.n_vertices}")
-
 
 def regressor_from_checkpoint(checkpoint: dict[str, Any], model, *, path: str | Path | None = None):
     """The :class:`Regressor` of ``checkpoint`` with its trained weights, for ``model``.
@@ -177,7 +115,7 @@ def regressor_from_checkpoint(checkpoint: dict[str, Any], model, *, path: str | 
     FacebenchError (one line, naming ``path``) when the checkpoint's face model differs from
     ``model`` or its weights do not fit the architecture its config describes.
     """
-    from facebench.baselines.regressor import Regressor
+    from facebench.baselines.ramon2019.regressor import Regressor
 
     where = f"{path}: " if path is not None else ""
     try:
@@ -230,30 +168,6 @@ def iterate_predictions(regressor, dataset_path: str | Path, *, device="cpu", ba
     finally:
         regressor.train(was_training)
 
-
-def _srgb_table() -> torch.Tensor:
-    """Linear value of each 8-bit sRGB code (IEC 61966-2-1), ``(256,)`` float32."""
-    c = np.arange(256, dtype=np.float64) / 255.0
-    return torch.from_numpy(np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32))
-
-
-def scan_dataset_images(images: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """sRGB ``uint8 (B,S,S,3)`` crops → linear RGB ``float32 (B,3,H,W)`` in [0, 1] at ``size = (H, W)``.
-
-    sRGB is decoded to linear light first, then the images are resized (bilinear, antialiased,
-    ``align_corners=False``); an image already at ``size`` is only decoded.
-    """
-    import torch.nn.functional as F
-
-    array = np.asarray(images)
-    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (B,H,W,3), got {array.dtype} {array.shape}")
-    linear = _srgb_table()[torch.from_numpy(array).long()].permute(0, 3, 1, 2).contiguous()
-    if tuple(linear.shape[2:]) == tuple(size):
-        return linear
-    resized = F.interpolate(linear, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False,
-                            antialias=True)
-    return resized.clamp_(0.0, 1.0)
 
 
 def iterate_scan_predictions(regressor, dataset, *, device="cpu", batch_size: int = 32
@@ -337,7 +251,7 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
     if model is None:
         model = model_for_dataset(reader)
     else:
-        _check_model(reader, model)
+        check_model(reader, model)
     regressor = regressor_from_checkpoint(ckpt, model, path=checkpoint).to(device)
     _check_image_size(reader, regressor)
     ids = reader.ids

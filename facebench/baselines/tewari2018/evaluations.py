@@ -182,7 +182,7 @@ def resolve_eval_settings(settings: EvalSettings) -> EvalSettings:
     if s.lr_scale is not None and not (math.isfinite(s.lr_scale) and s.lr_scale > 0):
         raise FacebenchError(f"--lr-scale must be a finite number > 0, got {s.lr_scale}")
     resolve_device(s.device)
-    from facebench.baselines.multilevel_training import STAGES, stage_weights
+    from facebench.baselines.tewari2018.training import STAGES, stage_weights
 
     for stage in STAGES:  # unknown or negative weights: an error before any data or training
         stage_weights(stage, {**EVAL_WEIGHTS, **s.weights})
@@ -203,7 +203,7 @@ def prepare_data(s: EvalSettings, on_stage: Stage | None = None) -> dict[str, Pa
     reflectance mode of the synthetic model; seeds ``s.seed`` and ``s.seed + 1``). Existing
     generated files of the right size and count are reused."""
     from facebench.datasets.dataset_file import FaceDataset
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     if s.data is not None:
         folder = Path(s.data)
@@ -238,7 +238,7 @@ def canonical_pose(dataset, face_model) -> tuple[np.ndarray, np.ndarray, np.ndar
     the camera at the dataset's distance looking at its centre (generator settings ``distance`` and
     ``centre``; else the mean |t| and the centre of the mean shape's bounding box), the dataset's K."""
     from facebench import conventions as cv
-    from facebench.baselines.multilevel_training import _shared_K
+    from facebench.baselines.tewari2018.data import shared_K
 
     settings = dataset.attrs.get("settings") if isinstance(dataset.attrs.get("settings"), dict) else {}
     centre = settings.get("centre")
@@ -250,7 +250,7 @@ def canonical_pose(dataset, face_model) -> tuple[np.ndarray, np.ndarray, np.ndar
         distance = float(np.linalg.norm(np.asarray(dataset.array("t"), np.float64), axis=1).mean())
     q = np.asarray(cv.Q_FRONT, np.float64)
     t = np.array([0.0, 0.0, float(distance)]) - np.asarray(cv.R_FRONT, np.float64) @ np.asarray(centre, np.float64)
-    return q, t, _shared_K(dataset)
+    return q, t, shared_K(dataset)
 
 
 def _render_colors(face_model, colors: torch.Tensor, q, t, K, size: int, background=0.0):
@@ -272,8 +272,8 @@ def reflectance_errors(net, dataset, face_model, *, device="cpu", batch_size: in
     """Per-image reflectance errors ``(n,)`` of the ``base`` and ``final`` levels and of the model's
     ``mean`` reflectance (module docstring), over the first ``limit`` images of ``dataset``, which
     needs ``coefficients/reflectance``. Both prediction and ground truth are clipped to [0, 1]."""
-    from facebench.baselines.multilevel_loss import reflectance_error
-    from facebench.baselines.multilevel_training import iterate_reconstructions
+    from facebench.baselines.tewari2018.loss import reflectance_error
+    from facebench.baselines.tewari2018.predict import iterate_reconstructions
 
     if "reflectance" not in dataset.coefficient_fields:
         raise InputFileError(dataset.path, "has no reflectance coefficients: the reflectance test needs them")
@@ -315,11 +315,11 @@ def panel_images(net, dataset, indices, *, device="cpu") -> list[dict[str, np.nd
     the input), ``reflectance`` (final level, unlit, predicted pose, white background),
     ``geometry`` (final shape, grey with a fixed white light), ``illumination`` (sphere lit by the
     final level's SH) — ``(H,W,3)`` float arrays in [0,1]."""
-    from facebench.baselines.multilevel_training import _Images
+    from facebench.baselines.tewari2018.data import TrainingImages
     from facebench.render import default_sh, render
 
     device = resolve_device(device)
-    images, _, _ = _Images(dataset).get(np.asarray(indices, np.int64), device)
+    images, _, _ = TrainingImages(dataset).get(np.asarray(indices, np.int64), device)
     size = images.shape[-1]
     was_training = net.training
     net.eval()
@@ -428,8 +428,8 @@ def _bar_plot(table: pd.DataFrame, label_column: str, path: Path, title: str, *,
 # ---------------------------------------------------------------------------------------- variants
 def _train_config(s: EvalSettings, data: dict[str, Path], out: Path, model_changes: dict, weights: dict, *,
                   pretrain: bool, init_from: Path | None, name: str):
-    from facebench.baselines.multilevel import MultiLevelConfig
-    from facebench.baselines.multilevel_training import MultiLevelTrainConfig
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig
 
     model = dataclasses.replace(MultiLevelConfig(), image_size=s.size, encoder_width=s.encoder_width, **model_changes)
     extra = {} if s.lr_scale is None else {"lr_scale": s.lr_scale}
@@ -449,24 +449,25 @@ def _train_config(s: EvalSettings, data: dict[str, Path], out: Path, model_chang
 def _drop_optimizer(path: Path) -> None:
     """Rewrite a finished run's ``model.pt`` without the optimizer state (AdaDelta keeps two tensors
     per weight: 0.35 GB of the 0.5 GB at C = 500); the run then resumes with a fresh optimizer."""
-    from facebench.baselines.multilevel_training import _save, load_multilevel_checkpoint
+    from facebench.baselines.runs import save_checkpoint
+    from facebench.baselines.tewari2018.predict import load_multilevel_checkpoint
 
     checkpoint = load_multilevel_checkpoint(path)
     checkpoint["optimizer"], checkpoint["optimizer_stage"] = {}, None
-    _save(checkpoint, path)
+    save_checkpoint(checkpoint, path)
 
 
 def evaluate_variant(checkpoint: Path, data: dict[str, Path], out: Path, name: str, *, device="cpu",
                      panel_indices=()) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
     """Metrics (:data:`METRIC_COLUMNS` but ``train_seconds``) of a trained run on ``data["test"]``
     and its panel rows: writes ``out/submissions/NAME.h5`` and ``out/results/NAME/``."""
-    from facebench.baselines.multilevel_training import (
-        evaluate_multilevel,
+    from facebench.baselines.runs import model_for_dataset
+    from facebench.baselines.tewari2018.predict import (
         load_multilevel_checkpoint,
         model_from_checkpoint,
         predict_multilevel,
     )
-    from facebench.baselines.predict import model_for_dataset
+    from facebench.baselines.tewari2018.training import evaluate_multilevel
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score, write_results
     from facebench.datasets.dataset_file import FaceDataset
@@ -500,7 +501,7 @@ def run_variants(s: EvalSettings, variants: list[Variant], *, base_model: dict |
     base_model = dict(base_model or {})
     pretrain_dir = out / "runs" / "pretrain"
     init = None
-    from facebench.baselines.multilevel_training import train_multilevel
+    from facebench.baselines.tewari2018.training import train_multilevel
 
     if s.pretrain_iters > 0:
         stage(f"stage 1: pre-training the base level ({s.pretrain_iters} iterations) in {pretrain_dir}")
@@ -605,7 +606,7 @@ def run_corrective_spaces(settings: EvalSettings, *, kinds=("affine", "relu1", "
                           on_stage: Stage | None = None, on_step: Step | None = None) -> EvalResult:
     """Supplement Figs. 2–3: the corrective space ``F(δ|Θ)`` affine vs one vs two hidden ReLU layers;
     ``corrective_spaces.csv`` (column ``corrective_kind``), ``corrective_spaces.png``, ``panels.png``."""
-    from facebench.baselines.multilevel import CORRECTIVE_KINDS
+    from facebench.baselines.tewari2018.model import CORRECTIVE_KINDS
 
     for kind in kinds:
         if kind not in CORRECTIVE_KINDS:
@@ -639,8 +640,8 @@ def run_reflectance(settings: EvalSettings, *, base_reflectance: int = 40, on_st
     modes; ``reflectance.csv`` has one row per level (``base``, ``final``, ``mean reflectance``) with
     the mean, median and std of the per-image error, and the paper's value; ``reflectance.png``,
     ``panels.png``."""
-    from facebench.baselines.multilevel_training import load_multilevel_checkpoint, model_from_checkpoint
-    from facebench.baselines.predict import model_for_dataset
+    from facebench.baselines.runs import model_for_dataset
+    from facebench.baselines.tewari2018.predict import load_multilevel_checkpoint, model_from_checkpoint
     from facebench.datasets.dataset_file import FaceDataset
 
     if base_reflectance < 1:

@@ -3,11 +3,11 @@
 :func:`reproduce_table2` runs, in ``out``:
 
 1. ``data/``: synthetic train/val/test sets with disjoint subjects
-   (:func:`facebench.datasets.synthetic.generate`, ``angles="ramon2019"``, split 70/10/20), or the
+   (:func:`facebench.datasets.generator.generate`, ``angles="ramon2019"``, split 70/10/20), or the
    sets of ``data`` (one ``*_train.h5``, ``*_val.h5``, ``*_test.h5`` each);
 2. the weights of the multiterm losses: ``hpo/coarse`` and ``hpo/xqt``
-   (:func:`facebench.baselines.hpo.run_hpo`: learning rate and weights), or with ``quick`` the
-   scale-compensating weights (:func:`facebench.baselines.losses.ramon2019_scale_weights`) and the
+   (:func:`facebench.baselines.ramon2019.hpo.run_hpo`: learning rate and weights), or with ``quick`` the
+   scale-compensating weights (:func:`facebench.baselines.ramon2019.losses.ramon2019_scale_weights`) and the
    given learning rate;
 3. ``runs/LOSS/``: one training per loss (coarse, xqt, gal, srl, mrl with 2 views);
 4. ``submissions/LOSS.h5`` (predictions on the test set of the last epoch's ``model.pt``, or with
@@ -107,7 +107,7 @@ class ReproduceResult:
 def resolve_settings(settings: ReproduceSettings) -> ReproduceSettings:
     """``settings`` with every None filled from :data:`QUICK` / :data:`FULL`, checked
     (FacebenchError with one line)."""
-    from facebench.baselines.losses import LOSSES
+    from facebench.baselines.ramon2019.losses import LOSSES
 
     defaults = QUICK if settings.quick else FULL
     filled = dataclasses.replace(settings, **{k: v for k, v in defaults.items() if getattr(settings, k) is None})
@@ -149,7 +149,7 @@ def find_splits(folder: str | Path) -> dict[str, Path]:
 
 
 def _generate(s: ReproduceSettings, folder: Path, on_rows: Callable[[int], None] | None) -> dict[str, Path]:
-    from facebench.datasets.synthetic import GeneratorSettings, generate
+    from facebench.datasets.generator import GeneratorSettings, generate
 
     n = max(3, int(round(s.train / SPLIT[0])))
     identities = max(3, n // 10)  # 10 images per subject
@@ -178,8 +178,8 @@ class _Run:
 
 def _train_and_score(s: ReproduceSettings, splits: dict[str, Path], name: str, loss: str, params: dict,
                      lr: float, out: Path, on_step) -> _Run:
-    from facebench.baselines.predict import predict
-    from facebench.baselines.training import TrainConfig, train
+    from facebench.baselines.ramon2019.predict import predict
+    from facebench.baselines.ramon2019.training import TrainConfig, train
 
     t0 = time.perf_counter()
     run = out / "runs" / name
@@ -236,7 +236,7 @@ def reproduce_table2(
     Args:
         settings: what to run (:class:`ReproduceSettings`; None entries from QUICK / FULL).
         on_stage: called with one line per stage (the CLI prints it).
-        on_step: training progress, as :func:`facebench.baselines.training.train`'s ``on_step``.
+        on_step: training progress, as :func:`facebench.baselines.ramon2019.training.train`'s ``on_step``.
         on_rows: data generation progress (rows written after each batch).
 
     Raises FacebenchError / InputFileError (one line) on bad settings or input, before any work
@@ -263,8 +263,8 @@ def reproduce_table2(
 
 
 def _reproduce(s, out: Path, splits, stage, on_step, on_rows, started) -> ReproduceResult:
-    from facebench.baselines.hpo import HPO_LOSSES, run_hpo
-    from facebench.baselines.losses import ramon2019_scale_weights
+    from facebench.baselines.ramon2019.hpo import HPO_LOSSES, run_hpo
+    from facebench.baselines.ramon2019.losses import ramon2019_scale_weights
     from facebench.leaderboard import build_leaderboard
 
     out.mkdir(parents=True, exist_ok=True)
