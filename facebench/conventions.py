@@ -1,6 +1,6 @@
 """Units, frames, quaternions, projection and head angles: the one source of truth of facebench.
 
-Every other module imports these definitions (DESIGN.md, "Conventions").
+Every other module imports these definitions (docs/conventions.md explains them).
 
 - **Units**: millimetres for 3D coordinates and translations; degrees at every interface.
 - **Head frame** (model space): right-handed; +x toward the subject's left (the viewer's right in
@@ -214,7 +214,7 @@ def project(points, q, t, K):
 def rotation_error_deg(q1, q2):
     """Angle in degrees ``(...)`` of the rotation between ``q1`` and ``q2`` (both ``(..., 4)``).
 
-    Equals ``2 acos(|<q1, q2>|)`` for unit quaternions (DESIGN.md), computed as
+    Equals ``2 acos(|<q1, q2>|)`` for unit quaternions (docs/metrics.md), computed as
     ``2 atan2(|vec(q1* ⊗ q2)|, |w(q1* ⊗ q2)|)``, accurate near 0 and 180 degrees; sign of q
     does not matter.
     """

@@ -461,7 +461,7 @@ def fit_dataset(
     Reads ``landmarks_2d``, ``K``, ``landmark_indices`` and the model named by the ``model``
     attribute (``facebench.models.load(attrs["model"], model_path)``, or ``model`` if given) of
     the dataset; fits ``batch_size`` samples at a time with :func:`fit_landmarks`; writes the
-    submission of DESIGN.md atomically: attrs ``format="facebench-submission"``, ``version=1``,
+    submission (docs/file-formats.md) atomically: attrs ``format="facebench-submission"``, ``version=1``,
     ``method="landmark-fit"`` (plus ``model``, ``settings`` JSON, ``mean_reprojection_px``,
     ``seconds``), datasets ``ids (N,)``, ``vertices (N,V,3)`` float32 head frame mm,
     ``landmark_indices (L,)``, ``q (N,4)`` (w >= 0), ``t (N,3)`` mm; ``faces`` only when the

@@ -1,4 +1,4 @@
-"""Per-sample metrics of DESIGN.md and their aggregation (bootstrap CIs, |yaw| bins).
+"""Per-sample metrics (docs/metrics.md) and their aggregation (bootstrap CIs, |yaw| bins).
 
 All functions take batches (leading dimension N = samples) as numpy arrays and compute in float64.
 

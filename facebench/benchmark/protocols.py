@@ -28,7 +28,7 @@ from typing import Any
 
 from facebench.errors import FacebenchError
 
-#: Default |yaw| bins in degrees (DESIGN.md): [0,15), [15,30), [30,45), [45,60), [60,90].
+#: Default |yaw| bins in degrees (docs/metrics.md): [0,15), [15,30), [30,45), [45,60), [60,90].
 DEFAULT_YAW_BINS: tuple[float, ...] = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
 
 

@@ -2,7 +2,7 @@
 
 :func:`score` is the library entry point: it validates the submission (an invalid one raises
 :class:`~facebench.benchmark.validation.InvalidSubmission` carrying the full report), computes the
-per-sample metrics of DESIGN.md, aggregates them (mean, median, std and a bootstrap 95 % CI of each
+per-sample metrics of docs/metrics.md, aggregates them (mean, median, std and a bootstrap 95 % CI of each
 mean, overall and per |yaw| bin), and returns a :class:`ScoreResult`; it prints nothing.
 :func:`write_results` writes ``per_sample.csv``, ``summary.json`` and ``per_vertex.npz`` atomically.
 

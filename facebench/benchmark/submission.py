@@ -2,7 +2,7 @@
 
 A submission holds, for the ids of one dataset, predicted meshes in the **head frame, mm**, and
 optionally camera poses (q, t) mapping head → camera (``x_cam = R(q) x + t``, t in mm). Two
-layouts (DESIGN.md, "File formats"), both versioned:
+layouts (docs/file-formats.md), both versioned:
 
 **HDF5** (``*.h5`` / ``*.hdf5``): root attrs ``format = "facebench-submission"``, ``version = 1``,
 ``method`` (a name), and the datasets

@@ -1,7 +1,7 @@
 """The facebench dataset file (HDF5): writing it atomically, reading it lazily.
 
 Layout (attr ``format = "facebench-dataset"``, ``version``), N samples of H×W images, V vertices,
-L landmarks (DESIGN.md, "File formats"):
+L landmarks (docs/file-formats.md):
 
 ==========================================  ===========================================================
 ``ids (N,)`` str                             sample ids (unique)
@@ -394,7 +394,7 @@ class TorchFaceDataset:
         return item
 
 
-#: Default |yaw| bins of DESIGN.md (degrees) and the signed bins of the histograms.
+#: Default |yaw| bins of docs/metrics.md (degrees) and the signed bins of the histograms.
 YAW_BINS = (0.0, 15.0, 30.0, 45.0, 60.0, 90.0)
 
 
@@ -409,7 +409,7 @@ def histogram(values: np.ndarray, edges) -> list[dict[str, float]]:
 def dataset_summary(path: str | Path) -> dict[str, Any]:
     """Counts, attributes, generator settings and angle histograms of a dataset file (data only).
 
-    Histograms: ``|yaw|`` in the DESIGN.md bins (values above 90 go to the last bin), and signed
+    Histograms: ``|yaw|`` in the default bins (docs/metrics.md) (values above 90 go to the last bin), and signed
     yaw, pitch and roll in 15-degree bins over their range.
     """
     ds = FaceDataset(path)

@@ -14,7 +14,7 @@ them in the facebench dataset format (:mod:`facebench.datasets.dataset_file`). T
 - **Camera.** The camera looks at the centre ``c`` of the mean shape's bounding box from
   ``distance`` mm: ``t = (0, 0, distance) - R(q) c``; focal ``focal`` px (default: the mean
   shape's larger side fills ``1 / 1.3`` of the image), principal point at the image centre.
-- **Pose.** ``q = pose_from_angles(yaw, pitch, roll)`` (DESIGN.md head angles) with angles drawn
+- **Pose.** ``q = pose_from_angles(yaw, pitch, roll)`` (head angles, docs/conventions.md) with angles drawn
   from a named distribution (:data:`ANGLE_DISTRIBUTIONS`); stored angles are
   ``head_angles(q)``.
 - **Mirror samples** (``symmetrize``): row ``2 i + 1`` is the mirror image of row ``2 i``:

@@ -1,7 +1,7 @@
 """Scan datasets: real images with per-sample 3D scans of varying topology (MICC, FaceWarehouse).
 
 A scan dataset is a facebench dataset file (attr ``format = "facebench-dataset"``, ``version 1``)
-whose attr ``dataset_kind`` is ``"micc"`` or ``"facewarehouse"``. It extends the DESIGN.md layout
+whose attr ``dataset_kind`` is ``"micc"`` or ``"facewarehouse"``. It extends the dataset layout of docs/file-formats.md
 for scans whose vertex count and triangles differ per sample. N samples, L scan landmarks,
 S×S image crops:
 

@@ -1,6 +1,6 @@
 """Read and validate the results folders written by ``facebench score``.
 
-One folder per method x protocol x dataset (DESIGN.md, "Results"):
+One folder per method x protocol x dataset (docs/file-formats.md, results):
 
 - ``summary.json`` (required): format ``facebench-results`` version 1, method, protocol, dataset,
   submission, completion, ``metrics`` (aggregates of each metric), ``bins`` (aggregates per |yaw|

@@ -1,6 +1,6 @@
 """A pure-torch triangle rasterizer (CPU and CUDA, batched, differentiable barycentrics).
 
-Frames and units (DESIGN.md, :mod:`facebench.conventions`): vertices are given in the **camera
+Frames and units (docs/conventions.md, :mod:`facebench.conventions`): vertices are given in the **camera
 frame** in mm (OpenCV: x right, y down, the camera looks along +z, points in front have Z > 0).
 A vertex projects to ``u = fx X/Z + s Y/Z + cx``, ``v = fy Y/Z + cy`` (pixels); integer pixel
 coordinates are pixel **centres**, ``(0, 0)`` is the centre of the top-left pixel, and a pixel
@@ -16,7 +16,7 @@ Rules
   vertices in one canonical order (lower vertex index first), so two triangles sharing an edge
   compute bit-identical values of opposite sign: every pixel centre on a shared edge is covered
   exactly once — no holes, no double cover.
-- **Front faces**: faces are counter-clockwise seen from outside (DESIGN.md). With the camera's
+- **Front faces**: faces are counter-clockwise seen from outside (docs/conventions.md). With the camera's
   image y axis pointing down, a front-facing triangle appears **counter-clockwise on the displayed
   image**, i.e. its signed pixel area ``(u1-u0)(v2-v0) - (v1-v0)(u2-u0)`` is **negative**.
   Equivalently its outward normal ``n = (v1-v0)×(v2-v0)`` (camera frame) satisfies ``n·v0 < 0``.

@@ -1,6 +1,6 @@
 """Spherical-harmonics (SH) shading and vertex normals (torch, CPU or CUDA, differentiable).
 
-Convention (DESIGN.md, "Spherical harmonics"): 3 bands, 9 real SH functions of the unit normal
+Convention (docs/conventions.md, spherical harmonics): 3 bands, 9 real SH functions of the unit normal
 ``n = (x, y, z)`` **in the camera frame** (OpenCV: x right, y down, z away from the camera, so a
 surface facing the camera has n ≈ (0, 0, -1)); one coefficient set per RGB channel, ``sh (B, 9, 3)``.
 Per-vertex irradiance and colour:

@@ -11,7 +11,7 @@ and returns one value per sample (the caller averages over the batch):
 All inputs are converted to ``x_hat``'s dtype and device; the losses run on CPU or CUDA and are
 differentiable with respect to ``x_hat``, ``q_hat`` and ``t_hat``.
 
-Formulas (DESIGN.md, "The five losses"), with ``E = [R(q) | t]``, ``Ê = [R(q̂) | t̂]``,
+Formulas (docs/losses.md), with ``E = [R(q) | t]``, ``Ê = [R(q̂) | t̂]``,
 ``P(q, t)(x) = π(K (R(q) x + t))`` and every ``mean`` taken over points **and** coordinates:
 
 - **Coarse**: ``mean((x − x̂)²) + α · mean(([q, t] − [q̂, t̂])²)`` (the pose mean is over the 7

@@ -9,7 +9,7 @@ Four experiments, each a function returning an :class:`EvalResult` and writing i
   ``corrective_spaces.csv``, ``corrective_spaces.png``, ``panels.png``.
 - :func:`run_reflectance`: a synthetic reflectance test — the images hold all 80 reflectance modes of
   the synthetic model, the base level is given 40 (``n_reflectance=40``), so the final level must
-  learn the rest. Error (DESIGN.md "reflectance error"): the per-pixel Euclidean RGB distance
+  learn the rest. Error (docs/metrics.md, reflectance error): the per-pixel Euclidean RGB distance
   between the predicted reflectance and the ground truth (``model.reflectance`` of the dataset's
   coefficients, clipped to [0, 1] like the generator does), both rendered as unlit colours on the
   model's **mean shape** in the **canonical frontal pose** (``q = (0, 1, 0, 0)``, the dataset's K and

@@ -205,7 +205,7 @@ def photometric_error(rendered: torch.Tensor, target: torch.Tensor, mask: torch.
 
 
 def reflectance_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` per-pixel RGB distance after removing the global shift (DESIGN.md metric).
+    """``(B,)`` per-pixel RGB distance after removing the global shift (docs/metrics.md).
 
     ``shift_b = mean over the mask of (gt − pred)`` (one RGB value per image), then the mean over
     the mask of ``‖pred + shift − gt‖``. ``pred = gt + constant`` gives 0. Shapes as
