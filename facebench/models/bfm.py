@@ -32,16 +32,16 @@ share: file hashes, unit-column bases, face orientation, landmark resolution, or
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facebench.errors import ModelFileError
+from facebench.errors import InputFileError, ModelFileError
 from facebench.hashing import file_sha256
 from facebench.models.landmark_mapping import read_landmark_mapping
 from facebench.models.morphable_model import N_LANDMARKS, MorphableModel, empty_basis
+from facebench.safe_hdf5 import open_hdf5, parse_json
 
 #: Column norms farther than this from 1 count as "not orthonormal" (the basis is normalized).
 UNIT_NORM_TOLERANCE = 1e-3
@@ -203,13 +203,15 @@ def _read_mat_fields(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray
 
     try:
         if h5py.is_hdf5(path):
-            with h5py.File(path, "r") as handle:
+            with open_hdf5(path) as handle:
                 out = {}
                 for name in names:
                     if name in handle and isinstance(handle[name], h5py.Dataset):
                         out[name] = np.asarray(handle[name][()]).T
                 return out
         data = scipy.io.loadmat(str(path), variable_names=list(names))
+    except InputFileError as error:  # a hostile HDF5 structure (safe_hdf5)
+        raise ModelFileError(path, error.message) from None
     except Exception as error:  # scipy/h5py raise ValueError, OSError, TypeError... on junk
         raise ModelFileError(path, f"not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
     return {name: np.asarray(data[name]) for name in names if name in data}
@@ -371,8 +373,8 @@ def _statismo_landmarks(handle, path: Path) -> list[dict]:
     text = raw.reshape(-1)[0] if raw.ndim else raw[()]
     if isinstance(text, (bytes, np.bytes_)):
         text = bytes(text).decode("utf-8")
+    entries = parse_json(str(text), path=path, member=key)
     try:
-        entries = json.loads(str(text))
         parsed = [{"id": str(e["id"]), "coordinates": [float(c) for c in e["coordinates"]]} for e in entries]
     except (ValueError, TypeError, KeyError) as error:
         raise ModelFileError(path, f"{key} is not a JSON list of {{id, coordinates}} ({error})") from None
@@ -419,15 +421,14 @@ def load_bfm2017(
         ModelFileError: unreadable/truncated HDF5, missing group or dataset, wrong shape, NaN,
             negative variance, representers of different sizes, cells out of range.
     """
-    import h5py
 
     path = require_file(path)
     if color_space not in COLOR_SPACES:
         raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
     try:
-        handle = h5py.File(path, "r")
-    except Exception as error:
-        raise ModelFileError(path, f"not a readable HDF5 file ({type(error).__name__}: {error})") from None
+        handle = open_hdf5(path)
+    except InputFileError as error:
+        raise ModelFileError(path, error.message) from None
     with handle:
         shape = _statismo_pca(handle, "shape", path, None)
         V = shape["V"]
