@@ -1,4 +1,4 @@
-"""Triangle-mesh files: Wavefront OBJ and PLY (read and write).
+"""Triangle-mesh files: Wavefront OBJ and PLY (read and write), and the reader of any mesh file.
 
 Frames and units are the file's: these functions neither move nor scale vertices. Faces come
 back as 0-based triangles ``(F,3)`` in the file's winding; polygons with more than three corners
@@ -8,9 +8,12 @@ are fan-triangulated ``(p0, p_i, p_i+1)``, which keeps their winding.
   ``v x y z [w]`` and ``v x y z r g b`` lines, ``f`` corners written ``a``, ``a/b``, ``a/b/c`` or
   ``a//c``, negative (relative) indices, polygons of any size, comments, blank lines, ``\\r\\n``.
 - :func:`read_mesh` reads ``.obj``, ``.ply`` (ASCII, binary little or big endian) and VRML 2.0
-  ``.wrl`` (``IndexedFaceSet`` geometry, :func:`facebench.datasets.vrml.read_vrml`).
+  ``.wrl`` (``IndexedFaceSet`` geometry, :func:`facebench.meshio_vrml.read_vrml`).
 - :func:`write_mesh` writes ``.obj`` (ASCII) or ``.ply`` (binary little endian, float32 vertices,
   uchar colours), atomically: a temporary file in the same folder, then ``os.replace``.
+
+Every reader returns a :class:`facebench.mesh.ObjMesh` (also importable from here, with
+:func:`facebench.mesh.fan_triangulate`).
 
 Bad files raise :class:`facebench.errors.InputFileError` naming the file (and the line when the
 format is line-based).
@@ -26,55 +29,16 @@ import numpy as np
 
 from facebench.atomic import atomic_path
 from facebench.errors import InputFileError
+from facebench.mesh import Mesh, ObjMesh, fan_triangulate
+from facebench.meshio_vrml import read_vrml
 
-__all__ = ["ObjMesh", "Mesh", "read_obj", "read_ply", "read_mesh", "write_mesh", "MESH_SUFFIXES",
-           "READ_SUFFIXES"]
+__all__ = ["ObjMesh", "Mesh", "fan_triangulate", "read_obj", "read_ply", "read_mesh", "write_mesh",
+           "MESH_SUFFIXES", "READ_SUFFIXES"]
 
 #: File suffixes :func:`read_mesh` and :func:`write_mesh` understand.
 MESH_SUFFIXES = (".obj", ".ply")
 #: File suffixes :func:`read_mesh` reads (VRML is read only).
 READ_SUFFIXES = (".obj", ".ply", ".wrl")
-
-
-@dataclasses.dataclass(eq=False)
-class ObjMesh:
-    """A triangle mesh read from a file.
-
-    Attributes:
-        vertices: ``(V,3)`` float64, in the file's units and frame.
-        faces: ``(F,3)`` int64 0-based triangles, the file's winding (polygons fan-triangulated).
-        polygon_sizes: ``(P,)`` int64 corner count of each polygon of the file, in file order.
-        face_polygon: ``(F,)`` int64, index of the file polygon each triangle came from.
-        colors: ``(V,3)`` float64 in [0, 1] when the file has per-vertex colours, else None.
-        texcoords: ``(T,2)`` float64 ``vt`` coordinates of an OBJ (corner indices are not kept),
-            else None.
-        path: the file it was read from.
-    """
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    polygon_sizes: np.ndarray
-    face_polygon: np.ndarray
-    colors: np.ndarray | None = None
-    texcoords: np.ndarray | None = None
-    path: Path | None = None
-
-    @property
-    def n_vertices(self) -> int:
-        return int(self.vertices.shape[0])
-
-    @property
-    def n_faces(self) -> int:
-        return int(self.faces.shape[0])
-
-    @property
-    def n_split(self) -> int:
-        """Number of polygons with more than three corners that were split into triangles."""
-        return int(np.count_nonzero(self.polygon_sizes > 3))
-
-
-#: The same type under a format-neutral name (``read_mesh`` returns it for PLY too).
-Mesh = ObjMesh
 
 
 # ---------------------------------------------------------------------------------------- OBJ
@@ -213,28 +177,6 @@ def _vertices_before_faces(text: str) -> np.ndarray:
         else:
             counts.append(seen)
     return np.asarray(counts, dtype=np.int64)
-
-
-def fan_triangulate(corners: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split polygons into triangles ``(p0, p_i, p_i+1)``, keeping polygon order and winding.
-
-    Args:
-        corners: ``(sum(sizes),)`` vertex indices of all polygons, concatenated.
-        sizes: ``(P,)`` corner count of each polygon (>= 3).
-
-    Returns:
-        ``faces (sum(sizes - 2), 3)`` int64 and ``face_polygon`` (the source polygon of each).
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    n_tri = sizes - 2
-    face_polygon = np.repeat(np.arange(len(sizes), dtype=np.int64), n_tri)
-    first_tri = np.concatenate([[0], np.cumsum(n_tri)[:-1]])
-    j = np.arange(int(n_tri.sum()), dtype=np.int64) - first_tri[face_polygon]
-    base = start[face_polygon]
-    corners = np.asarray(corners, dtype=np.int64)
-    faces = np.stack([corners[base], corners[base + j + 1], corners[base + j + 2]], axis=1)
-    return faces, face_polygon
 
 
 # ---------------------------------------------------------------------------------------- PLY
@@ -415,7 +357,7 @@ def _ply_mesh(path: Path, parsed: dict[str, dict]) -> ObjMesh:
 # ---------------------------------------------------------------------------------------- any
 def read_mesh(path: str | Path) -> ObjMesh:
     """Read an ``.obj``, ``.ply`` or ``.wrl`` mesh (by suffix); see :func:`read_obj`, :func:`read_ply`
-    and :func:`facebench.datasets.vrml.read_vrml`."""
+    and :func:`facebench.meshio_vrml.read_vrml`."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".obj":
@@ -423,8 +365,6 @@ def read_mesh(path: str | Path) -> ObjMesh:
     if suffix == ".ply":
         return read_ply(path)
     if suffix == ".wrl":
-        from facebench.datasets.vrml import read_vrml
-
         return read_vrml(path)
     raise InputFileError(path, f"unsupported mesh format {suffix!r} (expected .obj, .ply or .wrl)")
 

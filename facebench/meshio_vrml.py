@@ -7,7 +7,7 @@ polygon without ``-1`` is accepted) and optionally ``texCoord`` (``TextureCoordi
 ...] }``) and ``texCoordIndex``. Several shapes in one file are concatenated with index offsets, in
 file order. ``#`` comments, quoted strings (``url "..."``), commas as separators and ``\\r\\n`` line
 ends are handled. Polygons are fan-triangulated ``(p0, p_i, p_i+1)`` like
-:func:`facebench.meshio.fan_triangulate`, which keeps their winding.
+:func:`facebench.mesh.fan_triangulate`, which keeps their winding.
 
 What is not: ``Transform`` fields (translation, rotation, scale) are **not applied**: the
 vertices are the file's coordinates (MICC scans have no transforms); ``USE`` of a whole
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facebench.errors import InputFileError
-from facebench.meshio import ObjMesh, fan_triangulate
+from facebench.mesh import ObjMesh, fan_triangulate
 
 __all__ = ["read_vrml", "parse_vrml"]
 
@@ -49,7 +49,7 @@ def read_vrml(path: str | Path) -> ObjMesh:
     """Read the ``IndexedFaceSet`` geometry of a VRML 2.0 ``.wrl`` file (see the module doc).
 
     Returns:
-        :class:`facebench.meshio.ObjMesh`: ``vertices (V,3)`` float64 in the file's units and
+        :class:`facebench.mesh.ObjMesh`: ``vertices (V,3)`` float64 in the file's units and
         frame, ``faces (F,3)`` int64 triangles, ``polygon_sizes``, ``face_polygon``,
         ``texcoords (T,2)`` when the file has texture coordinates (else None).
 

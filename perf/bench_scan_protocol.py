@@ -95,7 +95,7 @@ def bench_presets(n_scans: int) -> None:
     from facebench.benchmark.landmark_sets import landmark_indices_for
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score
-    from facebench.benchmark.submission import write_submission
+    from facebench.benchmark.submission_writer import write_submission
     from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
     from facebench.landmarks import SCAN_LANDMARK_SETS
 

@@ -22,8 +22,9 @@ from facebench.benchmark.align import AlignmentError, ScanAlignmentParams, crop_
 from facebench.benchmark.landmark_sets import LandmarkSetError, landmark_indices_for
 from facebench.benchmark.protocols import get_protocol
 from facebench.benchmark.scoring import score, write_results
-from facebench.benchmark.submission import write_submission
-from facebench.benchmark.validation import InvalidSubmission, validate_submission
+from facebench.benchmark.submission_writer import write_submission
+from facebench.benchmark.validation import validate_submission
+from facebench.benchmark.validation_report import InvalidSubmission
 from facebench.datasets.dataset_file import FaceDataset
 from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
 from facebench.geometry import vertex_normals

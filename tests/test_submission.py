@@ -13,17 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facebench.benchmark.submission import (
-    MANIFEST_NAME,
-    SubmissionWriter,
-    UnsafeArchiveError,
-    load_submission,
-    safe_extract_zip,
-    submission_sha256,
-    write_submission,
-)
+from facebench.benchmark.submission import load_submission
+from facebench.benchmark.submission_format import MANIFEST_NAME
+from facebench.benchmark.submission_source import submission_sha256
+from facebench.benchmark.submission_writer import SubmissionWriter, write_submission
+from facebench.benchmark.submission_zip import UnsafeArchiveError, safe_extract_zip
 from facebench.benchmark.templates import write_template
-from facebench.benchmark.validation import InvalidSubmission, validate_submission
+from facebench.benchmark.validation import validate_submission
+from facebench.benchmark.validation_report import InvalidSubmission
 from facebench.commands.submission import submission as submission_group
 from facebench.conventions import pose_from_angles, rotation_error_deg
 from facebench.datasets.dataset_file import DatasetWriter, FaceDataset

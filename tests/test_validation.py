@@ -11,14 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from facebench.benchmark.submission import FORMAT
+from facebench.benchmark.submission_format import FORMAT
 from facebench.benchmark.templates import write_template
-from facebench.benchmark.validation import (
-    DEGENERATE_ERROR_FRACTION,
-    InvalidSubmission,
-    ValidationReport,
-    validate_submission,
-)
+from facebench.benchmark.validation import validate_submission
+from facebench.benchmark.validation_checks import DEGENERATE_ERROR_FRACTION
+from facebench.benchmark.validation_report import InvalidSubmission, ValidationReport
 from facebench.conventions import pose_from_angles
 from facebench.datasets.dataset_file import DatasetWriter, FaceDataset
 

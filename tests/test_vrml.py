@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facebench.datasets.vrml import parse_vrml, read_vrml
 from facebench.errors import InputFileError
 from facebench.meshio import read_mesh
+from facebench.meshio_vrml import parse_vrml, read_vrml
 
 TWO_SHAPES = """#VRML V2.0 utf8
 # a scan exported by some scanner; braces in comments { [ are ignored

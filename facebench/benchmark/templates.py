@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.benchmark.submission import SubmissionWriter
+from facebench.benchmark.submission_writer import SubmissionWriter
 from facebench.conventions import quat_canonical, quat_multiply
 from facebench.errors import FacebenchError, InputFileError
 
@@ -168,7 +168,7 @@ def _write_scan_template(dataset, kind: str, out_path: Path, *, noise_mm: float,
     import os
     import shutil
 
-    from facebench.benchmark.submission import FORMAT, MANIFEST_NAME, VERSION
+    from facebench.benchmark.submission_format import FORMAT, MANIFEST_NAME, VERSION
     from facebench.meshio import write_mesh
 
     if kind == "mean":

@@ -28,7 +28,7 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board) -
 
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score, write_results
-    from facebench.benchmark.validation import InvalidSubmission
+    from facebench.benchmark.validation_report import InvalidSubmission
 
     protocol = get_protocol(protocol_name)
     with tqdm(desc=f"scoring ({protocol.id})", unit="sample", disable=None, leave=False) as bar:

@@ -32,6 +32,12 @@ list attributes are stored as JSON strings and decoded by the reader.
 Writers write to a temporary name beside the target and rename at the end, so an interrupted run
 never leaves a file that looks complete. Readers never load whole arrays: each sample is read on
 demand, and the torch :class:`TorchFaceDataset` reopens the file in each DataLoader worker.
+
+Scan datasets (``dataset_kind`` in :data:`SCAN_KINDS`: MICC, FaceWarehouse) are dataset files
+too, with per-sample scans instead of shared-topology vertices; their layout and writer are in
+:mod:`facebench.datasets.scan_dataset`, their reading (:func:`check_scan_file`, :func:`read_scan`,
+``FaceDataset.scan``) here. :func:`dataset_summary` describes a synthetic file (counts, settings,
+angle histograms).
 """
 
 from __future__ import annotations
@@ -58,6 +64,11 @@ PER_SAMPLE_FIELDS = (
 #: Optional per-sample fields a reader picks up when present (name -> trailing shape, dtype).
 OPTIONAL_FIELDS = {"subject": ((), np.int64), "mirror_of": ((), np.int64)}
 COEFFICIENT_FIELDS = ("identity", "expression", "reflectance")
+#: Dataset kinds whose samples are scans (``dataset_kind`` attribute).
+SCAN_KINDS = ("micc", "facewarehouse")
+#: Fields every scan dataset has.
+REQUIRED_SCAN_FIELDS = ("ids", "images", "face_boxes", "frame_sizes", "landmark_names", "scan_landmarks",
+                        "scan_landmark_indices", "landmark_indices", "scans")
 
 
 def _str_dtype():
@@ -230,13 +241,9 @@ class FaceDataset:
     def is_scan_dataset(self) -> bool:
         """True for real-data files with per-sample scans (MICC, FaceWarehouse; see
         :mod:`facebench.datasets.scan_dataset`)."""
-        from facebench.datasets.scan_dataset import SCAN_KINDS
-
         return self.kind in SCAN_KINDS
 
     def _open_scan_dataset(self, f: h5py.File) -> None:
-        from facebench.datasets.scan_dataset import check_scan_file
-
         check_scan_file(f, self.path)
         self.shared_K = None
         self.landmark_names = [_decode(v) for v in f["landmark_names"][()]]
@@ -248,8 +255,6 @@ class FaceDataset:
         ``faces (F,3)`` int64. Scan datasets: the sample's own scan; synthetic datasets: the
         sample's vertices with the shared faces."""
         if self.is_scan_dataset:
-            from facebench.datasets.scan_dataset import read_scan
-
             return read_scan(self._h5(), _decode(self._h5()["ids"][index]))
         return self.read("vertices", index, index + 1)[0].astype(np.float64), np.asarray(self.faces, np.int64)
 
@@ -330,6 +335,25 @@ class FaceDataset:
         state["_file"] = None
         state["_pid"] = None
         return state
+
+
+# ---------------------------------------------------------------------------------------- scan datasets
+def check_scan_file(f: h5py.File, path: Path) -> None:
+    """Raise :class:`InputFileError` unless the open file has every scan-dataset field."""
+    missing = [k for k in REQUIRED_SCAN_FIELDS if k not in f]
+    if missing:
+        raise InputFileError(path, f"scan dataset lacks {', '.join(missing)}")
+    n = f["ids"].shape[0]
+    wrong = [k for k in ("images", "face_boxes", "frame_sizes", "scan_landmarks", "scan_landmark_indices")
+             if f[k].shape[0] != n]
+    if wrong:
+        raise InputFileError(path, f"{', '.join(wrong)} do not have {n} rows like ids")
+
+
+def read_scan(f: h5py.File, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The scan of ``sample_id``: ``vertices (V,3)`` float64 mm and ``faces (F,3)`` int64."""
+    group = f["scans"][sample_id]
+    return group["vertices"][()].astype(np.float64), group["faces"][()].astype(np.int64)
 
 
 def _decode(value) -> str:

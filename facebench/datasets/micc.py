@@ -107,7 +107,7 @@ def find_video(subject_dir: Path, video: str = "Indoor-Cooperative") -> Path:
 
 
 def read_scan_mesh(path: Path):
-    """Read a ``.wrl`` (:func:`facebench.datasets.vrml.read_vrml`) or ``.obj``/``.ply`` scan."""
+    """Read a ``.wrl`` (:func:`facebench.meshio_vrml.read_vrml`) or ``.obj``/``.ply`` scan."""
     from facebench.meshio import read_mesh
 
     return read_mesh(path)

@@ -31,9 +31,10 @@ coordinates), ``image_size`` ([S, S]), ``image_encoding``, ``landmark_set`` (e.g
 skipped subjects with reasons).
 
 :class:`ScanDatasetWriter` appends samples one at a time (the number of usable subjects is only
-known at the end) to a temporary file that is renamed at the end. :class:`ScanDatasetView` reads
-scans lazily; :class:`facebench.datasets.dataset_file.FaceDataset` opens these files too and
-exposes the scan accessors through it.
+known at the end) to a temporary file that is renamed at the end. Reading is
+:class:`facebench.datasets.dataset_file.FaceDataset`'s (with the scan-file check and scan reader
+beside it): it opens these files like any dataset file and exposes the scans through
+``FaceDataset.scan`` and ``FaceDataset.scan_landmarks``.
 """
 
 from __future__ import annotations
@@ -48,14 +49,8 @@ import h5py
 import numpy as np
 
 from facebench import __version__
-from facebench.datasets.dataset_file import FORMAT, VERSION
+from facebench.datasets.dataset_file import FORMAT, SCAN_KINDS, VERSION
 from facebench.errors import InputFileError
-
-#: Dataset kinds whose samples are scans (``dataset_kind`` attribute).
-SCAN_KINDS = ("micc", "facewarehouse")
-#: Fields every scan dataset has.
-REQUIRED_SCAN_FIELDS = ("ids", "images", "face_boxes", "frame_sizes", "landmark_names", "scan_landmarks",
-                        "scan_landmark_indices", "landmark_indices", "scans")
 
 
 @dataclasses.dataclass
@@ -247,21 +242,3 @@ def write_samples(writer: ScanDatasetWriter, samples, report, settings: dict) ->
         if not ok:
             report.written = False
         writer.close(success=ok)
-
-
-def check_scan_file(f: h5py.File, path: Path) -> None:
-    """Raise :class:`InputFileError` unless the open file has every scan-dataset field."""
-    missing = [k for k in REQUIRED_SCAN_FIELDS if k not in f]
-    if missing:
-        raise InputFileError(path, f"scan dataset lacks {', '.join(missing)}")
-    n = f["ids"].shape[0]
-    wrong = [k for k in ("images", "face_boxes", "frame_sizes", "scan_landmarks", "scan_landmark_indices")
-             if f[k].shape[0] != n]
-    if wrong:
-        raise InputFileError(path, f"{', '.join(wrong)} do not have {n} rows like ids")
-
-
-def read_scan(f: h5py.File, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The scan of ``sample_id``: ``vertices (V,3)`` float64 mm and ``faces (F,3)`` int64."""
-    group = f["scans"][sample_id]
-    return group["vertices"][()].astype(np.float64), group["faces"][()].astype(np.int64)
