@@ -35,7 +35,7 @@ import numpy as np
 from facebench.errors import InputFileError
 
 __all__ = ["MAX_OBJECTS", "MAX_JSON_CHARS", "MAX_JSON_DEPTH", "KNOWN_FILTERS", "open_hdf5", "check_structure",
-           "checked_dataset", "parse_json"]
+           "checked_dataset", "check_json_bounds", "parse_json"]
 
 #: Most members (groups, datasets, links) a file may hold.
 MAX_OBJECTS = 2_000_000
@@ -96,7 +96,9 @@ def _check_type(path: Path, member: str, dtype: np.dtype, what: str) -> None:
         _check_type(path, member, dtype.subdtype[0], what)
 
 
-def _check_attributes(obj, path: Path, member: str) -> None:
+def _check_attributes(obj, path: Path, member: str, check_types: bool) -> None:
+    if not check_types:
+        return
     for name in obj.attrs:
         try:
             dtype = obj.attrs.get_id(name).dtype
@@ -106,7 +108,7 @@ def _check_attributes(obj, path: Path, member: str) -> None:
         _check_type(path, f"{member}@{name}", dtype, "attribute")
 
 
-def _check_dataset(dataset: h5py.Dataset, path: Path, member: str) -> None:
+def _check_dataset(dataset: h5py.Dataset, path: Path, member: str, check_types: bool) -> None:
     if dataset.is_virtual:
         raise _refuse(path, member, "virtual dataset (its data live in other files)")
     if dataset.external:
@@ -116,7 +118,8 @@ def _check_dataset(dataset: h5py.Dataset, path: Path, member: str) -> None:
         code = int(plist.get_filter(i)[0])
         if code not in KNOWN_FILTERS:
             raise _refuse(path, member, f"dataset needs the unknown filter {code} (a plugin library)")
-    _check_type(path, member, dataset.dtype, "dataset")
+    if check_types:
+        _check_type(path, member, dataset.dtype, "dataset")
 
 
 def _resolve_in_file(handle: h5py.File, target: str, path: Path, member: str, hops: int) -> None:
@@ -145,11 +148,15 @@ def _resolve_in_file(handle: h5py.File, target: str, path: Path, member: str, ho
         group = group[part]
 
 
-def check_structure(handle: h5py.File, path: str | Path) -> None:
+def check_structure(handle: h5py.File, path: str | Path, *, check_types: bool = True) -> None:
     """Inspect every link, group, dataset and attribute of an open file (module docstring); raise
-    InputFileError naming the first offending member. Reads metadata only."""
+    InputFileError naming the first offending member. Reads metadata only.
+
+    ``check_types=False`` leaves the value types (compound, reference, opaque, variable-length) to
+    the caller, who reports them among other problems (submission validation); links, storage and
+    filters are always checked."""
     path = Path(path)
-    _check_attributes(handle, path, "/")
+    _check_attributes(handle, path, "/", check_types)
     pending: list[tuple[h5py.Group, str]] = [(handle, "")]
     seen = 0
     while pending:
@@ -180,9 +187,9 @@ def check_structure(handle: h5py.File, path: str | Path) -> None:
                 raise InputFileError(path, f"member {member!r}: unreadable ({type(error).__name__})") from None
             if isinstance(obj, h5py.Datatype):
                 raise _refuse(path, member, "committed datatype")
-            _check_attributes(obj, path, member)
+            _check_attributes(obj, path, member, check_types)
             if isinstance(obj, h5py.Dataset):
-                _check_dataset(obj, path, member)
+                _check_dataset(obj, path, member, check_types)
             elif isinstance(obj, h5py.Group):
                 pending.append((obj, member))
 
@@ -241,6 +248,17 @@ def _depth(text: str) -> int:
     return deepest
 
 
+def check_json_bounds(text: str, *, path: str | Path | None, member: str, max_chars: int = MAX_JSON_CHARS,
+                      max_depth: int = MAX_JSON_DEPTH) -> None:
+    """InputFileError (one line, naming ``member``) when a JSON text is longer than ``max_chars`` or
+    nests arrays/objects deeper than ``max_depth`` (checked without parsing)."""
+    if len(text) > max_chars:
+        raise InputFileError(path, f"attribute {member!r} holds {len(text)} characters of JSON, "
+                                   f"more than {max_chars}")
+    if _depth(text) > max_depth:
+        raise InputFileError(path, f"attribute {member!r} nests JSON deeper than {max_depth} levels")
+
+
 def parse_json(text: Any, *, path: str | Path | None, member: str, max_chars: int = MAX_JSON_CHARS,
                max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Parse a JSON attribute (``str`` or ``bytes``) with bounded length and nesting depth.
@@ -255,11 +273,7 @@ def parse_json(text: Any, *, path: str | Path | None, member: str, max_chars: in
             raise InputFileError(path, f"attribute {member!r} is not UTF-8 text") from None
     if not isinstance(text, str):
         raise InputFileError(path, f"attribute {member!r} is not JSON text")
-    if len(text) > max_chars:
-        raise InputFileError(path, f"attribute {member!r} holds {len(text)} characters of JSON, "
-                                   f"more than {max_chars}")
-    if _depth(text) > max_depth:
-        raise InputFileError(path, f"attribute {member!r} nests JSON deeper than {max_depth} levels")
+    check_json_bounds(text, path=path, member=member, max_chars=max_chars, max_depth=max_depth)
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as error:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import h5py
 import numpy as np
 
 from facebench.benchmark.submission_format import dataset_vertex_count
@@ -28,6 +27,7 @@ from facebench.benchmark.validation import validate_submission
 from facebench.benchmark.validation_report import InvalidSubmission
 from facebench.errors import InputFileError
 from facebench.meshio import read_mesh
+from facebench.safe_hdf5 import open_hdf5
 
 if TYPE_CHECKING:
     from facebench.benchmark.validation_report import ValidationReport
@@ -118,7 +118,7 @@ class Submission:
     # ---------------------------------------------------------------- opening
     def _open_hdf5(self, path: Path) -> None:
         try:
-            f = self._stack.enter_context(h5py.File(path, "r"))
+            f = self._stack.enter_context(open_hdf5(path))
             self._h5 = f
             self.method = _decode(f.attrs.get("method", ""))
             self.version = int(f.attrs["version"])

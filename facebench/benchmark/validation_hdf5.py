@@ -26,6 +26,8 @@ from facebench.benchmark.validation_checks import (
     report_found,
 )
 from facebench.benchmark.validation_report import ValidationReport
+from facebench.errors import InputFileError
+from facebench.safe_hdf5 import check_structure
 
 __all__ = ["check_hdf5"]
 
@@ -119,6 +121,12 @@ def check_hdf5(path: Path, expect: Expectations, report: ValidationReport, chunk
     with f:
         check_header(f.attrs.get("format"), f.attrs.get("version"), f.attrs.get("method"), report, "file attribute")
         objects = _safe_objects(f, report)
+        if "unsafe-hdf5" not in report.codes:  # nested groups, attributes, filters: never read outside the file
+            try:
+                check_structure(f, path, check_types=False)
+            except InputFileError as error:
+                report.add("error", "unsafe-hdf5", error.message)
+                return None
         names = set(f.keys())  # link names, never resolved
         for name in ("ids", "vertices"):
             if name not in names:

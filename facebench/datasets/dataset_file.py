@@ -52,11 +52,16 @@ import numpy as np
 
 from facebench import __version__
 from facebench.errors import InputFileError
+from facebench.safe_hdf5 import check_json_bounds, checked_dataset, open_hdf5
 
 FORMAT = "facebench-dataset"
 VERSION = 1
 
 #: Per-sample arrays: name -> (trailing shape builder, dtype). ``{H}``, ``{W}``, ``{V}``, ``{L}``... resolved at creation.
+#: Most face-index entries (3 per triangle) a dataset's shared ``faces`` may declare.
+MAX_FACE_INDICES = 3 * 20_000_000
+#: Most landmarks a dataset may declare.
+MAX_LANDMARKS = 100_000
 PER_SAMPLE_FIELDS = (
     "images", "masks", "reflectance_images", "vertices", "landmarks_2d", "q", "t", "sh",
     "yaw", "pitch", "roll",
@@ -203,18 +208,21 @@ class FaceDataset:
         if not self.path.is_file():
             raise InputFileError(self.path, "dataset file not found")
         try:
-            with h5py.File(self.path, "r") as f:
+            with open_hdf5(self.path) as f:
                 fmt = f.attrs.get("format")
                 if fmt != FORMAT:
                     raise InputFileError(self.path, f"not a facebench dataset (format attribute {fmt!r})")
                 version = int(f.attrs.get("version", -1))
                 if version != VERSION:
                     raise InputFileError(self.path, f"unsupported dataset version {version}")
-                self.n = int(f["ids"].shape[0])
-                self.n_vertices = int(f["vertices"].shape[1]) if "vertices" in f else 0
-                self.faces = f["faces"][()]
-                self.landmark_indices = f["landmark_indices"][()]
-                self.attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+                self.n = int(checked_dataset(f, "ids", kind="string", ndim=1, path=self.path).shape[0])
+                self.n_vertices = (int(checked_dataset(f, "vertices", kind="float", ndim=3, path=self.path).shape[1])
+                                   if "vertices" in f else 0)
+                self.faces = checked_dataset(f, "faces", kind="int", shape=(None, 3), max_elements=MAX_FACE_INDICES,
+                                             path=self.path)[()]
+                self.landmark_indices = checked_dataset(f, "landmark_indices", kind="int", ndim=1,
+                                                        max_elements=MAX_LANDMARKS, path=self.path)[()]
+                self.attrs = {k: _decode_attr(v, self.path, k) for k, v in f.attrs.items()}
                 self.kind = str(self.attrs.get("dataset_kind", "synthetic"))
                 self.coefficient_fields = tuple(f["coefficients"].keys()) if "coefficients" in f else ()
                 self.fields = tuple(k for k in PER_SAMPLE_FIELDS if k in f)
@@ -222,7 +230,10 @@ class FaceDataset:
                 if self.is_scan_dataset:
                     self._open_scan_dataset(f)
                     return
-                self.shared_K = f["K"][()] if f["K"].ndim == 2 else None
+                K = checked_dataset(f, "K", kind="float", path=self.path)
+                if K.shape not in ((3, 3), (self.n, 3, 3)):
+                    raise InputFileError(self.path, f"member 'K' has shape {K.shape}, expected (3, 3) or ({self.n}, 3, 3)")
+                self.shared_K = K[()] if K.ndim == 2 else None
                 self.landmark_names = None
                 missing = [k for k in ("ids", *PER_SAMPLE_FIELDS) if k not in f]
                 if missing:
@@ -232,7 +243,7 @@ class FaceDataset:
                     raise InputFileError(self.path, f"{', '.join(wrong)} do not have {self.n} rows like ids")
         except InputFileError:
             raise
-        except (OSError, KeyError) as error:
+        except (OSError, KeyError, RuntimeError) as error:  # h5py on corrupted metadata
             raise InputFileError(self.path, f"unreadable dataset file: {error}") from None
         self._file = None
         self._pid = None
@@ -270,7 +281,7 @@ class FaceDataset:
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+            self._file = open_hdf5(self.path)
             self._pid = os.getpid()
         return self._file
 
@@ -360,10 +371,13 @@ def _decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode_attr(value):
+def _decode_attr(value, path: Path, name: str):
+    """An attribute as plain Python: JSON text (bounded: :func:`check_json_bounds`) parsed, arrays
+    as lists; text that is not JSON stays text."""
     if isinstance(value, bytes):
-        value = value.decode()
+        value = value.decode("utf-8", errors="replace")
     if isinstance(value, str) and value[:1] in "[{":
+        check_json_bounds(value, path=path, member=name)
         try:
             return json.loads(value)
         except json.JSONDecodeError:
@@ -438,7 +452,7 @@ def dataset_summary(path: str | Path) -> dict[str, Any]:
     """
     ds = FaceDataset(path)
     yaw, pitch, roll = ds.array("yaw"), ds.array("pitch"), ds.array("roll")
-    with h5py.File(ds.path, "r") as f:
+    with open_hdf5(ds.path) as f:
         n_vertices = int(f["vertices"].shape[1])
         mirror_of = f["mirror_of"][()] if "mirror_of" in f else None
         subjects = len(np.unique(f["subject"][()])) if "subject" in f else None

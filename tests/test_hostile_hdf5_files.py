@@ -1,0 +1,150 @@
+"""Dataset and submission files from strangers: facebench never reads outside the file.
+
+Each case takes a valid dataset (or submission), rewrites one member into a structure that makes HDF5
+read another file holding a marker, and runs the commands a user would: every one exits 2 with one
+``error:`` line naming the file and the member, no traceback, and the marker's bytes in no output.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from facebench.benchmark.templates import write_template
+from facebench.cli import main
+from facebench.datasets.generator import GeneratorSettings, generate
+
+MARKER = b"MARKER-51c9-never-read"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile")
+    dataset = root / "data.h5"
+    generate(GeneratorSettings(n=4, size=32, seed=3), dataset)
+    submission = root / "gt.h5"
+    write_template(dataset, "gt", submission)
+    raw = root / "marker.bin"
+    raw.write_bytes(MARKER * 64)
+    marker_h5 = root / "marker.h5"
+    with h5py.File(marker_h5, "w") as f:
+        f["data"] = np.frombuffer(MARKER * 64, np.uint8)
+        f["faces"] = np.frombuffer(MARKER * 12, np.uint8).astype(np.int32).reshape(-1, 3)
+    return {"root": root, "dataset": dataset, "submission": submission, "raw": raw, "marker_h5": marker_h5}
+
+
+def _replace(f: h5py.File, name: str, make) -> None:
+    del f[name]
+    make(f, name)
+
+
+def _external_raw(world):
+    def make(f, name):
+        f.create_dataset(name, shape=(68,), dtype=np.uint8, external=[(str(world["raw"]), 0, 68)])
+    return make
+
+
+def _external_link(world, target="/faces"):
+    def make(f, name):
+        f[name] = h5py.ExternalLink(str(world["marker_h5"]), target)
+    return make
+
+
+def _virtual(world):
+    def make(f, name):
+        layout = h5py.VirtualLayout(shape=(64 * len(MARKER),), dtype=np.uint8)
+        layout[:] = h5py.VirtualSource(str(world["marker_h5"]), "data", shape=(64 * len(MARKER),))
+        f.create_virtual_dataset(name, layout)
+    return make
+
+
+def _compound(world):
+    def make(f, name):
+        f.create_dataset(name, (4,), dtype=np.dtype([("a", "<i4"), ("b", "<i4"), ("c", "<i4")]))
+    return make
+
+
+def _soft_outside(world):
+    def make(f, name):
+        f["elsewhere"] = h5py.ExternalLink(str(world["marker_h5"]), "/")
+        f[name] = h5py.SoftLink("/elsewhere/faces")
+    return make
+
+
+DATASET_CASES = {
+    "external-raw-landmarks": ("landmark_indices", _external_raw),
+    "external-link-faces": ("faces", _external_link),
+    "virtual-vertices": ("vertices", _virtual),
+    "compound-faces": ("faces", _compound),
+    "soft-link-out-faces": ("faces", _soft_outside),
+}
+
+
+def _run(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def _assert_refused(code: int, output: str, path: Path, members: tuple[str, ...]) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output and "internal error" not in output
+    assert MARKER.decode() not in output
+    # one `error:` line naming file and member, or (submission validation) the report: the file on its
+    # first line and an `error <code>:` line naming the member
+    lines = output.splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert errors and str(path) in output, output
+    assert any(f"'{m}'" in line for line in errors for m in members), errors
+
+
+@pytest.mark.parametrize("case", sorted(DATASET_CASES))
+def test_hostile_dataset_refused_by_every_reader(world, case, tmp_path):
+    member, maker = DATASET_CASES[case]
+    hostile = tmp_path / f"{case}.h5"
+    shutil.copy(world["dataset"], hostile)
+    with h5py.File(hostile, "a") as f:
+        _replace(f, member, maker(world))
+    members = (member, "elsewhere")
+    out = tmp_path / "results"
+    for args in (("datasets", "info", hostile),
+                 ("synth", "info", hostile),
+                 ("submission", "validate", "--dataset", hostile, "--submission", world["submission"]),
+                 ("score", "--dataset", hostile, "--submission", world["submission"], "--protocol", "synthetic",
+                  "--method", "m", "--out", out)):
+        code, output = _run(*args)
+        _assert_refused(code, output, hostile, members)
+    assert not out.exists()
+
+
+def test_deep_json_attribute_refused(world, tmp_path):
+    hostile = tmp_path / "deep.h5"
+    shutil.copy(world["dataset"], hostile)
+    with h5py.File(hostile, "a") as f:
+        f.attrs["settings"] = "[" * 100_000 + "]" * 100_000
+    code, output = _run("datasets", "info", hostile)
+    _assert_refused(code, output, hostile, ("settings",))
+    assert "deeper than" in output
+
+
+@pytest.mark.parametrize("case", ["external-link", "virtual", "external-raw"])
+def test_hostile_submission_refused(world, case, tmp_path):
+    hostile = tmp_path / f"sub-{case}.h5"
+    shutil.copy(world["submission"], hostile)
+    member = "vertices"
+    with h5py.File(hostile, "a") as f:
+        maker = {"external-link": lambda w: _external_link(w, "/data"), "virtual": _virtual,
+                 "external-raw": _external_raw}[case](world)
+        _replace(f, member, maker)
+    out = tmp_path / "results"
+    for args in (("submission", "validate", "--dataset", world["dataset"], "--submission", hostile),
+                 ("score", "--dataset", world["dataset"], "--submission", hostile, "--protocol", "synthetic",
+                  "--method", "m", "--out", out)):
+        code, output = _run(*args)
+        _assert_refused(code, output, hostile, (member,))
+    assert not out.exists()
