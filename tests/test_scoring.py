@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from facebench import conventions as cv
 from facebench.benchmark.protocols import get_protocol
 from facebench.benchmark.scoring import score, write_results
-from facebench.benchmark.submission import write_submission
+from facebench.benchmark.submission_writer import write_submission
 from facebench.benchmark.templates import write_template
-from facebench.benchmark.validation import InvalidSubmission
+from facebench.benchmark.validation_report import InvalidSubmission
 from facebench.cli import main
 from facebench.datasets.dataset_file import FaceDataset
 from facebench.datasets.generator import GeneratorSettings, generate

@@ -18,7 +18,7 @@ from facebench.baselines.ramon2019.table3 import find_entries, reproduce_table3,
 from facebench.baselines.ramon2019.training import TrainConfig, train
 from facebench.baselines.scan_images import scan_dataset_images
 from facebench.benchmark.landmark_sets import landmark_indices_for
-from facebench.benchmark.submission import write_submission
+from facebench.benchmark.submission_writer import write_submission
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.reproduce_table3 import table3_command
 from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample

@@ -18,7 +18,8 @@ any step, so a mirrored prediction scores as what it is (NoW's reflecting Procru
    normals, for point-to-plane), i.e. correspondences run from each scan point to the prediction,
    as the distance does; the transform found is then inverted so that the prediction moves;
 4. distances from each kept ground-truth vertex to the moved prediction's surface (exact closest
-   point on triangles, :mod:`facebench.benchmark.surface_distance`), or the reverse, or both.
+   point on triangles, :mod:`facebench.benchmark.surface_distance`), or the reverse, or both,
+   aggregated by :func:`facebench.benchmark.metrics.scan_distance_stats` (mean, median, RMSE).
 
 **Scale in ICP.** open3d's point-to-plane estimation is rigid. For similarity protocols with
 ``method="point_to_plane"``: (a) from the landmark fit, a loop of closed-form point-to-plane
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebench.benchmark import metrics
 from facebench.benchmark.surface_distance import TriangleSurface
 from facebench.errors import FacebenchError
 from facebench.geometry import similarity_from_correspondences, vertex_normals
@@ -541,7 +543,8 @@ class ScanResult:
         pred_indices, pred_distances: the same for aligned predicted vertices inside the crop sphere
             to the ground-truth surface (directions ``"pred_to_gt"`` and ``"symmetric"``), else None.
         mean_mm, median_mm, rmse_mm: of the direction's distances; ``"symmetric"`` averages the two
-            sides' means and medians, and their mean squares for the RMSE.
+            sides' means and medians, and their mean squares for the RMSE
+            (:func:`facebench.benchmark.metrics.scan_distance_stats`).
         n_landmarks: landmarks used by the initial fit (0 for ``init="identity"``).
         icp: :class:`IcpInfo`, or None without ICP.
         timings: seconds per phase: ``prepare`` (prediction BVH), ``crop``, ``landmarks``, ``icp``,
@@ -595,10 +598,6 @@ def _crop_center(gt_landmarks, center: int | str, gt_vertices=None,
     if not np.all(np.isfinite(c)):
         raise AlignmentError(f"crop centre landmark {index} of the ground truth is missing (NaN)")
     return c
-
-
-def _stats(d: np.ndarray) -> tuple[float, float, float]:
-    return float(d.mean()), float(np.median(d)), float(np.mean(d * d))
 
 
 def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt_faces, gt_landmarks,
@@ -670,9 +669,6 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
             raise AlignmentError("no aligned predicted vertex lies inside the crop sphere")
         pred_d = TriangleSurface(gt, gt_faces).closest_points(moved[pred_idx])[0]
     lap("distance")
-    sides = [_stats(d) for d in (gt_d, pred_d) if d is not None]
-    mean = float(np.mean([s[0] for s in sides]))
-    median = float(np.mean([s[1] for s in sides]))
-    rmse = math.sqrt(float(np.mean([s[2] for s in sides])))
+    mean, median, rmse = metrics.scan_distance_stats(*(d for d in (gt_d, pred_d) if d is not None))
     timings["total"] = time.perf_counter() - start
     return ScanResult(similarity, kept, gt_d, pred_idx, pred_d, mean, median, rmse, n_landmarks, info, timings)

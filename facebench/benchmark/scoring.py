@@ -162,7 +162,7 @@ def _evaluate_corresponding(dataset: FaceDataset, submission, protocol: Protocol
         pred = np.stack([chunk[i].vertices for i in rows]).astype(np.float64)
         errors = metrics.per_vertex_error_mm(gt, pred)
         index = start + rows
-        values["shape_mm"][index] = errors.mean(axis=1)
+        values["shape_mm"][index] = metrics.shape_error_from_per_vertex(errors)
         sum_per_vertex += errors.sum(axis=0)
         count += len(rows)
         if dense is not None:

@@ -194,9 +194,10 @@ def iterate_scan_predictions(regressor, dataset, *, device="cpu", batch_size: in
 
 def evaluate(regressor, dataset_path: str | Path, *, device="cpu", batch_size: int = 32,
              workers: int = 0) -> dict[str, float]:
-    """Mean metrics of ``regressor`` on a dataset (``facebench.benchmark.metrics``):
-    ``shape_mm`` (corresponding topology, head frame), ``translation_cm``, ``rotation_deg``,
-    ``reprojection_px``; NaN where the prediction is not finite."""
+    """Mean metrics of ``regressor`` on a dataset, by the functions of
+    :mod:`facebench.benchmark.metrics` that ``facebench score`` uses: ``shape_mm`` (corresponding
+    topology, head frame), ``translation_cm``, ``rotation_deg``, ``reprojection_px``; NaN where
+    the prediction is not finite."""
     from facebench.benchmark import metrics
 
     values: dict[str, list[np.ndarray]] = {"shape_mm": [], "translation_cm": [], "rotation_deg": [],
@@ -234,7 +235,7 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
     Returns:
         ``out`` as a Path. Raises InputFileError / FacebenchError (one line) on bad input.
     """
-    from facebench.benchmark.submission import SubmissionWriter
+    from facebench.benchmark.submission_writer import SubmissionWriter
     from facebench.datasets.dataset_file import FaceDataset
 
     out = Path(out)
@@ -272,7 +273,7 @@ def _predict_scans(ckpt, checkpoint, reader, out: Path, *, device, batch_size: i
     """:func:`predict` on a scan dataset (module docstring): the run's model, its faces and the
     protocol landmark set's vertex indices, no pose."""
     from facebench.benchmark.landmark_sets import landmark_indices_for
-    from facebench.benchmark.submission import SubmissionWriter
+    from facebench.benchmark.submission_writer import SubmissionWriter
 
     if model is None:
         model = model_for_checkpoint(ckpt, model_path, path=checkpoint)

@@ -272,8 +272,8 @@ def reflectance_errors(net, dataset, face_model, *, device="cpu", batch_size: in
     """Per-image reflectance errors ``(n,)`` of the ``base`` and ``final`` levels and of the model's
     ``mean`` reflectance (module docstring), over the first ``limit`` images of ``dataset``, which
     needs ``coefficients/reflectance``. Both prediction and ground truth are clipped to [0, 1]."""
-    from facebench.baselines.tewari2018.loss import reflectance_error
     from facebench.baselines.tewari2018.predict import iterate_reconstructions
+    from facebench.benchmark.metrics import reflectance_error
 
     if "reflectance" not in dataset.coefficient_fields:
         raise InputFileError(dataset.path, "has no reflectance coefficients: the reflectance test needs them")

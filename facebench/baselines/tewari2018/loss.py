@@ -1,4 +1,7 @@
-"""The self-supervised loss of the multi-level face model (Tewari et al. 2018), and two image metrics.
+"""The self-supervised loss of the multi-level face model (Tewari et al. 2018).
+
+The image metrics :func:`photometric_error` and :func:`reflectance_error` are defined in
+:mod:`facebench.benchmark.metrics` (docs/metrics.md) and re-exported here.
 
 The main paper's exact term definitions are not at hand; these are facebench's readings, each
 written here as implemented. Notation: B images ``I_b (3, H, W)`` in [0, 1] linear RGB, ``S =
@@ -94,6 +97,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facebench import conventions as cv
+from facebench.benchmark.metrics import photometric_error, reflectance_error
 from facebench.errors import FacebenchError
 from facebench.render import rasterize, shade_vertices, vertex_normals_torch
 
@@ -182,39 +186,6 @@ class MultiLevelWeights:
         if unknown:
             raise FacebenchError(f"unknown loss weights: {', '.join(unknown)}")
         return cls(**d)
-
-
-# ---------------------------------------------------------------------------- image metrics
-def _check_images(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
-    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
-        raise ValueError(f"images must both be (B, H, W, 3), got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if tuple(mask.shape) != tuple(pred.shape[:3]):
-        raise ValueError(f"mask must be {tuple(pred.shape[:3])}, got {tuple(mask.shape)}")
-
-
-def photometric_error(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` mean over the mask of the per-pixel Euclidean RGB distance ``‖rendered − target‖``.
-
-    ``rendered``, ``target`` ``(B, H, W, 3)`` linear RGB in [0, 1]; ``mask (B, H, W)`` bool. An
-    empty mask gives NaN for that image (nothing to measure).
-    """
-    _check_images(rendered, target, mask)
-    m = mask.to(rendered.dtype)
-    distance = torch.linalg.vector_norm(rendered - target, dim=-1)
-    return (distance * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2))
-
-
-def reflectance_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` per-pixel RGB distance after removing the global shift (docs/metrics.md).
-
-    ``shift_b = mean over the mask of (gt − pred)`` (one RGB value per image), then the mean over
-    the mask of ``‖pred + shift − gt‖``. ``pred = gt + constant`` gives 0. Shapes as
-    :func:`photometric_error`.
-    """
-    _check_images(pred, gt, mask)
-    m = mask.to(pred.dtype)[..., None]
-    shift = ((gt - pred) * m).sum(dim=(1, 2), keepdim=True) / m.sum(dim=(1, 2), keepdim=True)
-    return photometric_error(pred + shift, gt, mask)
 
 
 # ---------------------------------------------------------------------------- mesh and sampling

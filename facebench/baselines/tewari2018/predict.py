@@ -105,7 +105,7 @@ def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | P
     Raises InputFileError / FacebenchError (one line) on bad input.
     """
     from facebench.baselines.tewari2018.model import MultiLevelParams, encode_reconstruction
-    from facebench.benchmark.submission import SubmissionWriter
+    from facebench.benchmark.submission_writer import SubmissionWriter
     from facebench.datasets.dataset_file import FaceDataset
 
     out = Path(out)
@@ -154,7 +154,7 @@ def _predict_scans(ckpt: dict, checkpoint, reader, out: Path, *, device, batch_s
                    model_path) -> Path:
     """:func:`predict_multilevel` on a scan dataset (see there)."""
     from facebench.benchmark.landmark_sets import landmark_indices_for
-    from facebench.benchmark.submission import SubmissionWriter
+    from facebench.benchmark.submission_writer import SubmissionWriter
 
     if model is None:
         from facebench.models import load
