@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -160,3 +161,60 @@ def test_models_info_reads_every_format(runner, tmp_path, shared_data):
     sfm = json.loads(invoke(runner, "models", "info", "sfm", *cases["sfm"], "--json").output)["summary"]
     assert (sfm["vertices"], sfm["identity_modes"], sfm["expression_modes"]) == (3448, 63, 6)
     assert sfm["landmarks_defined"] == 50
+
+
+# ---------------------------------------------------------------------------------------- train
+def _help_options(runner, *args) -> set[str]:
+    result = invoke(runner, *args, "--help")
+    assert result.exit_code == 0, result.output
+    return set(re.findall(r"(?m)^  (--[\w-]+)", result.stdout))
+
+
+def test_train_subcommands_list_only_their_own_options(runner):
+    shared = {"--dataset", "--val", "--out", "--n-identity", "--batch", "--device", "--seed", "--method", "--resume",
+              "--overwrite", "--help"}
+    regressor_only = {"--loss", "--alpha", "--beta", "--gamma", "--views", "--encoder", "--vgg16-weights", "--epochs",
+                      "--lr", "--workers"}
+    multilevel_only = {"--correctives", "--corrective-kind", "--corrective-hidden", "--n-expression",
+                       "--n-reflectance", "--image-size", "--encoder-width", "--pretrain-iters", "--finetune-iters",
+                       "--optimizer", "--lr-scale", "--lr-base", "--lr-shape", "--lr-reflectance",
+                       "--corrective-weight-lr-mult", "--weight", "--threads", "--eval-every", "--checkpoint-every",
+                       "--init-from"}
+    assert _help_options(runner, "train", "regressor") == shared | regressor_only
+    assert _help_options(runner, "train", "multilevel") == shared | multilevel_only
+    group = invoke(runner, "train", "--help").stdout
+    assert "regressor" in group and "multilevel" in group and "--loss" not in group
+
+
+@pytest.mark.parametrize("args, option", [
+    (["train", "regressor", "--correctives", "5"], "--correctives"),
+    (["train", "regressor", "--weight", "w_smo=0"], "--weight"),
+    (["train", "multilevel", "--loss", "srl"], "--loss"),
+    (["train", "multilevel", "--model", "multilevel"], "--model"),
+])
+def test_train_subcommand_refuses_options_of_the_other_model(runner, tmp_path, args, option):
+    result = invoke(runner, *args, "--dataset", tmp_path / "t.h5", "--val", tmp_path / "v.h5", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and f"No such option '{option}'" in result.output, result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("old, new", [(["--model", "multilevel"], "multilevel"), (["--model=regressor"], "regressor"),
+                                      ([], "regressor")])
+def test_old_train_spelling_runs_the_subcommand_with_one_deprecation_line(runner, monkeypatch, old, new):
+    monkeypatch.delenv("RANK", raising=False)
+    result = invoke(runner, "train", "--seed", "1", *old, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"train {new} [OPTIONS]" in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "deprecated" in lines[0], lines
+    assert f"use 'facebench train {new} ...'" in lines[0]
+    # under torchrun only rank 0 warns
+    monkeypatch.setenv("RANK", "1")
+    result = invoke(runner, "train", "--seed", "1", *old, "--help")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_old_train_spelling_with_an_unknown_model_exits_2(runner):
+    for args in (["--model", "both"], ["--model=both"], ["--seed", "1", "--model"]):
+        result = invoke(runner, "train", *args)
+        assert result.exit_code == 2 and "'--model'" in result.output and "Traceback" not in result.output

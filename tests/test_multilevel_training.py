@@ -174,7 +174,7 @@ def test_cli_train_predict_score_and_codes(data, tmp_path):
     from facebench.benchmark.scoring import score
 
     run = tmp_path / "run"
-    args = ["train", "--model", "multilevel", "--dataset", str(data["train"]), "--val", str(data["val"]),
+    args = ["train", "multilevel", "--dataset", str(data["train"]), "--val", str(data["val"]),
             "--out", str(run), "--correctives", "8", "--corrective-kind", "relu1", "--encoder-width", "8",
             "--pretrain-iters", "1", "--finetune-iters", "1", "--batch", "2", "--device", "cpu",
             "--weight", "w_sta=0.5", "--weight", "finetune.w_glo=0"]
@@ -207,11 +207,45 @@ def test_cli_train_predict_score_and_codes(data, tmp_path):
 
 
 def test_cli_rejects_options_of_the_other_model(data, tmp_path):
-    common = ["train", "--dataset", str(data["train"]), "--val", str(data["val"]), "--out", str(tmp_path / "r")]
-    result = CliRunner().invoke(_cli(), [*common, "--model", "multilevel", "--loss", "srl"])
-    assert result.exit_code == 2 and "does not take --loss" in result.output
-    result = CliRunner().invoke(_cli(), [*common, "--correctives", "5"])
-    assert result.exit_code == 2 and "--correctives only apply to --model multilevel" in result.output
-    result = CliRunner().invoke(_cli(), [*common, "--model", "multilevel", "--weight", "w_ref=-2"])
-    assert result.exit_code == 2 and "w_ref" in result.output and "Traceback" not in result.output
+    common = ["--dataset", str(data["train"]), "--val", str(data["val"]), "--out", str(tmp_path / "r")]
+    for args, option in ((["train", "multilevel", *common, "--loss", "srl"], "--loss"),
+                         (["train", "regressor", *common, "--correctives", "5"], "--correctives"),
+                         (["train", *common, "--correctives", "5"], "--correctives"),  # deprecated: the regressor
+                         (["train", "--model", "multilevel", *common, "--epochs", "2"], "--epochs")):
+        result = CliRunner().invoke(_cli(), args)
+        assert result.exit_code == 2 and f"No such option '{option}'" in result.output, (args, result.output)
+    for weight, needle in (("w_ref=-2", "w_ref"), ("w_nope=1", "w_nope"), ("w_smo", "KEY=VALUE")):
+        result = CliRunner().invoke(_cli(), ["train", "multilevel", *common, "--weight", weight])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert needle in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_deprecated_train_model_multilevel_still_trains(data, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--dataset", str(data["train"]), "--val", str(data["val"]), "--out", str(run), "--model",
+            "multilevel", "--correctives", "8", "--encoder-width", "8", "--pretrain-iters", "1", "--finetune-iters",
+            "0", "--batch", "2", "--device", "cpu"]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 0, result.output
+    assert "trained 1 iterations" in result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "'facebench train --model multilevel ...' is deprecated" in lines[0], lines
+    assert "'facebench train multilevel ...'" in lines[0]
+    assert load_multilevel_checkpoint(run / "model.pt")["config"]["model"]["n_correctives"] == 8
+
+
+def test_multilevel_config_maps_options_onto_config_fields(data, tmp_path):
+    from facebench.commands.train import multilevel_config
+
+    options = {"dataset": data["train"], "val": data["val"], "out": tmp_path / "r", "n_identity": None,
+               "n_correctives": 7, "corrective_kind": "relu2", "image_size": None, "pretrain_iters": 4,
+               "lr_scale": None, "weight": ("finetune.w_smo=0",), "device": "cpu", "seed": 3, "threads": None,
+               "init_from": None, "method": None, "resume": False, "overwrite": True}
+    config = multilevel_config(options)
+    defaults = MultiLevelTrainConfig(dataset=data["train"], val=data["val"], out=tmp_path / "r")
+    assert config.model == MultiLevelConfig(n_correctives=7, corrective_kind="relu2", image_size=32)
+    assert config.weights == {"finetune.w_smo": 0.0} and config.device == "cpu" and config.seed == 3
+    assert config.pretrain_iters == 4 and config.overwrite and not config.resume
+    assert config.lr_scale == defaults.lr_scale and config.finetune_iters == defaults.finetune_iters

@@ -126,8 +126,8 @@ def test_cli_train_predict_then_score_end_to_end(data, model, tmp_path):
     from facebench.benchmark.scoring import score
 
     out = tmp_path / "run"
-    result = _run(["train", "--dataset", str(data["train"]), "--val", str(data["val"]), "--loss", "xqt",
-                   "--beta", "100", "--gamma", "0.01", "--epochs", "1", "--batch", "4", "--device", "cpu",
+    result = _run(["train", "regressor", "--dataset", str(data["train"]), "--val", str(data["val"]), "--loss",
+                   "xqt", "--beta", "100", "--gamma", "0.01", "--epochs", "1", "--batch", "4", "--device", "cpu",
                    "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "epoch 1:" in result.output and "best epoch 1" in result.output
@@ -149,6 +149,18 @@ def test_cli_train_predict_then_score_end_to_end(data, model, tmp_path):
                  "--out", str(sub), "--device", "cpu"]).exit_code == 2
 
 
+@pytest.mark.parametrize("legacy", [(), ("--model", "regressor")], ids=["no-model", "model-regressor"])
+def test_deprecated_train_spelling_still_trains_the_regressor(data, tmp_path, legacy):
+    out = tmp_path / "run"
+    result = _run(["train", "--dataset", str(data["train"]), *legacy, "--val", str(data["val"]), "--epochs", "1",
+                   "--batch", "4", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 epochs" in result.stdout and (out / "model.pt").is_file()
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "deprecated" in lines[0] and "'facebench train regressor ...'" in lines[0], lines
+    assert torch.load(out / "model.pt", weights_only=True)["config"]["train"]["loss"] == "gal"
+
+
 def _error_line(result) -> str:
     assert result.exit_code == 2, (result.exit_code, result.output)
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -157,12 +169,12 @@ def _error_line(result) -> str:
 
 
 def test_bad_input_fails_with_one_line_before_training(data, model, tmp_path):
-    base = ["train", "--dataset", str(data["train"]), "--val", str(data["val"]), "--epochs", "1", "--batch", "4",
-            "--device", "cpu"]
+    base = ["train", "regressor", "--dataset", str(data["train"]), "--val", str(data["val"]), "--epochs", "1",
+            "--batch", "4", "--device", "cpu"]
     not_dataset = tmp_path / "notes.h5"
     not_dataset.write_text("hello")
-    assert "notes.h5" in _error_line(_run(["train", "--dataset", str(not_dataset), "--val", str(data["val"]),
-                                           "--out", str(tmp_path / "r0")]))
+    assert "notes.h5" in _error_line(_run(["train", "regressor", "--dataset", str(not_dataset), "--val",
+                                           str(data["val"]), "--out", str(tmp_path / "r0")]))
     assert "unknown loss 'l2'" in _error_line(_run([*base, "--loss", "l2", "--out", str(tmp_path / "r1")]))
     assert "--alpha" in _error_line(_run([*base, "--loss", "coarse", "--out", str(tmp_path / "r2")]))
     assert "--gamma" in _error_line(_run([*base, "--loss", "xqt", "--beta", "1", "--out", str(tmp_path / "r3")]))

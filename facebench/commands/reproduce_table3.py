@@ -14,7 +14,7 @@ import click
 @click.option("--facewarehouse", type=click.Path(path_type=Path), default=None,
               help="FaceWarehouse file written by `facebench datasets prepare facewarehouse`.")
 @click.option("--runs", type=click.Path(path_type=Path), default=None,
-              help="Folder of run folders (facebench train) and/or submissions; one row each.")
+              help="Folder of run folders (facebench train regressor|multilevel) and/or submissions; one row each.")
 @click.option("--run", "named", multiple=True, metavar="NAME=PATH",
               help="One more row: a run folder, a checkpoint (.pt) or a submission (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")

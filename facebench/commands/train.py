@@ -1,25 +1,28 @@
-"""``facebench train`` and ``facebench predict``: train the regressor with one of the five losses
-(``--model regressor``, the default) or the multi-level face model of Tewari et al. 2018
-(``--model multilevel``), and write a submission from either kind of checkpoint. Under ``torchrun``
-(``torchrun --nproc_per_node N -m facebench train ...``) the regressor trains distributed (DDP);
-only rank 0 prints and writes."""
+"""``facebench train regressor|multilevel`` and ``facebench predict``: train Ramon et al. 2019's
+regressor with one of the five losses (``train regressor``) or the multi-level face model of
+Tewari et al. 2018 (``train multilevel``), each subcommand with only its own options, and write a
+submission from either kind of checkpoint (``predict`` reads the checkpoint's kind). Under
+``torchrun`` (``torchrun --nproc_per_node N -m facebench train regressor ...``) the regressor trains
+distributed (DDP); only rank 0 prints and writes.
+
+The old spelling ``facebench train [--model regressor|multilevel] ...`` (no ``--model``: the
+regressor) still works for one release: it runs the same subcommand and prints one deprecation line
+to stderr (:class:`TrainGroup`)."""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import click
-from click.core import ParameterSource
 
+from facebench.commands.base import FacebenchGroup
 from facebench.errors import FacebenchError
 
-#: Options that only the regressor uses, and options that only the multi-level model uses.
-REGRESSOR_ONLY = ("loss", "alpha", "beta", "gamma", "views", "encoder", "vgg16_weights", "epochs", "lr", "workers")
-MULTILEVEL_ONLY = ("correctives", "corrective_kind", "corrective_hidden", "n_expression", "n_reflectance",
-                   "image_size", "encoder_width", "pretrain_iters", "finetune_iters", "optimizer", "lr_scale",
-                   "lr_base", "lr_shape", "lr_reflectance", "corrective_weight_lr_mult", "weight", "threads", "eval_every", "checkpoint_every",
-                   "init_from")
+#: ``--model`` values of the deprecated spelling -> subcommand.
+MODEL_KINDS = ("regressor", "multilevel")
 
 
 def _auto_device(device: str) -> str:
@@ -34,10 +37,58 @@ def _fmt(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "-"
 
 
-@click.command("train")
-@click.option("--model", "model_kind", type=click.Choice(["regressor", "multilevel"]), default="regressor",
-              show_default=True, help="regressor: Ramon et al. 2019's regressor and losses; multilevel: Tewari et "
-                                      "al. 2018's self-supervised multi-level model (baselines/tewari2018.md).")
+class TrainGroup(FacebenchGroup):
+    """``facebench train``: one subcommand per model. Arguments that start with an option instead of
+    a subcommand are the deprecated spelling ``train [--model KIND] OPTIONS`` (no ``--model``: the
+    regressor): rewritten to ``train KIND OPTIONS``, with one deprecation line on stderr (rank 0
+    only under torchrun). Remove after one release."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names and args[0] != "--":
+            kind, rest = _legacy_model(args)
+            if os.environ.get("RANK", "0") == "0":
+                old = f"facebench train --model {kind}" if len(rest) < len(args) else "facebench train"
+                click.echo(f"warning: '{old} ...' is deprecated and will be removed in the next release; "
+                           f"use 'facebench train {kind} ...'", err=True)
+            args = [kind, *rest]
+        return super().parse_args(ctx, args)
+
+
+def _legacy_model(args: list[str]) -> tuple[str, list[str]]:
+    """``(KIND, args without --model KIND)`` of the deprecated spelling; KIND is ``regressor`` when
+    ``--model`` is absent. click.BadParameter (exit 2) for an unknown or missing KIND."""
+    kind, rest, i = "regressor", [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--model" or arg.startswith("--model="):
+            if arg == "--model":
+                if i + 1 >= len(args):
+                    raise click.BadParameter("needs a value: regressor or multilevel", param_hint="'--model'")
+                kind, i = args[i + 1], i + 2
+            else:
+                kind, i = arg.partition("=")[2], i + 1
+            if kind not in MODEL_KINDS:
+                raise click.BadParameter(f"{kind!r} is not one of {', '.join(map(repr, MODEL_KINDS))}",
+                                         param_hint="'--model'")
+            continue
+        rest.append(arg)
+        i += 1
+    return kind, rest
+
+
+@click.group("train", cls=TrainGroup)
+def train_command() -> None:
+    """Train a learned baseline: 'regressor' (Ramon et al. 2019) or 'multilevel' (Tewari et al. 2018).
+
+    'facebench train --model KIND ...' (and 'facebench train ...' for the regressor) still work for
+    one release, with a deprecation warning."""
+
+
+# ---------------------------------------------------------------------------------------- regressor
+@train_command.command("regressor", short_help="Ramon et al. 2019's regressor, one of five losses.")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Training set (.h5).")
 @click.option("--val", type=click.Path(path_type=Path), required=True,
               help="Validation set (.h5): metrics per epoch, best.pt by its shape error.")
@@ -49,11 +100,9 @@ def _fmt(value) -> str:
 @click.option("--encoder", default="small", show_default=True, help="small (fast CNN for CPU) or vgg16 (the paper's).")
 @click.option("--vgg16-weights", type=click.Path(path_type=Path), default=None,
               help="Optional local torchvision VGG-16 state dict (features.* keys) to start from.")
-@click.option("--n-identity", type=int, default=None,
-              help="Identity modes to regress (regressor: default min(100, model's); multilevel: 80).")
+@click.option("--n-identity", type=int, default=None, help="Identity modes to regress (default min(100, model's)).")
 @click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch", type=int, default=None,
-              help="Batch: regressor 32 (global, split over DDP ranks), multilevel 5.")
+@click.option("--batch", type=int, default=32, show_default=True, help="Global batch, split over DDP ranks.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run folder: model.pt, best.pt, log.csv, config.json.")
@@ -61,65 +110,22 @@ def _fmt(value) -> str:
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--method", default=None, help="Method name of the run (default regressor-LOSS-ENCODER).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch (iteration).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.option("--overwrite", is_flag=True, help="Start again in a non-empty --out.")
-@click.option("--correctives", type=int, default=None, help="multilevel: corrective parameters C (default 500; 0 = base only).")
-@click.option("--corrective-kind", type=click.Choice(["affine", "relu1", "relu2"]), default=None,
-              help="multilevel: corrective space M d + b (affine, default) or one/two hidden ReLU layers.")
-@click.option("--corrective-hidden", type=int, default=None, help="multilevel: hidden width of relu1/relu2 (256).")
-@click.option("--n-expression", type=int, default=None, help="multilevel: expression coefficients (64).")
-@click.option("--n-reflectance", type=int, default=None, help="multilevel: base-level reflectance coefficients (80).")
-@click.option("--image-size", type=int, default=None, help="multilevel: input size in px (default: the dataset's).")
-@click.option("--encoder-width", type=int, default=None, help="multilevel: channels of the first conv (32).")
-@click.option("--pretrain-iters", type=int, default=None, help="multilevel: stage-1 iterations, base level only (300).")
-@click.option("--finetune-iters", type=int, default=None, help="multilevel: stage-2 iterations, all levels (300).")
-@click.option("--optimizer", type=click.Choice(["adadelta", "adam"]), default=None, help="multilevel: adadelta (default).")
-@click.option("--lr-scale", type=float, default=None,
-              help="multilevel: multiplier of the paper's rates (default 300 for short CPU runs; 1 = the paper's).")
-@click.option("--lr-base", type=float, default=None, help="multilevel: base-branch rate before --lr-scale (0.001).")
-@click.option("--lr-shape", type=float, default=None, help="multilevel: shape-corrective rate before --lr-scale (0.005).")
-@click.option("--lr-reflectance", type=float, default=None,
-              help="multilevel: reflectance-corrective rate before --lr-scale (0.01).")
-@click.option("--corrective-weight-lr-mult", type=float, default=None,
-              help="multilevel: rate multiplier of the corrective spaces' weight matrices (1; the paper's reading: 100).")
-@click.option("--weight", multiple=True, metavar="KEY=VALUE",
-              help="multilevel: loss weight override, e.g. w_smo=0 (both stages) or finetune.w_ref=2 (repeatable).")
-@click.option("--threads", type=int, default=None, help="multilevel: torch CPU threads.")
-@click.option("--eval-every", type=int, default=None, help="multilevel: validate every N iterations (100).")
-@click.option("--checkpoint-every", type=int, default=None, help="multilevel: write model.pt every N iterations (100).")
-@click.option("--init-from", type=click.Path(path_type=Path), default=None,
-              help="multilevel: copy matching weights from another run's model.pt first.")
-def train_command(model_kind, dataset, val, loss, alpha, beta, gamma, views, encoder, vgg16_weights, n_identity, epochs,
-                  batch, lr, out, device, workers, seed, method, resume, overwrite, **multilevel) -> None:
-    """Train the regressor with one of the five losses, or the multi-level model (--model multilevel)."""
+def train_regressor_command(**options) -> None:
+    """Train Ramon et al. 2019's regressor with one of the five losses (baselines/ramon2019.md);
+    distributed (DDP) under torchrun. Every option is the TrainConfig field of its name."""
     from tqdm import tqdm
-
-    ctx = click.get_current_context()
-    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-    if model_kind == "multilevel":
-        wrong = sorted(given & set(REGRESSOR_ONLY))
-        if wrong:
-            raise FacebenchError(f"--model multilevel does not take {', '.join('--' + w.replace('_', '-') for w in wrong)}")
-        _train_multilevel(dataset=dataset, val=val, out=out, n_identity=n_identity, batch=batch, device=device,
-                          seed=seed, method=method, resume=resume, overwrite=overwrite, **multilevel)
-        return
-    wrong = sorted(given & set(MULTILEVEL_ONLY))
-    if wrong:
-        raise FacebenchError(f"{', '.join('--' + w.replace('_', '-') for w in wrong)} only apply to --model multilevel")
-    batch = 32 if batch is None else batch
 
     from facebench.baselines.ramon2019.training import TrainConfig, train
 
-    config = TrainConfig(dataset=dataset, val=val, out=out, loss=loss, alpha=alpha, beta=beta, gamma=gamma,
-                         views=views, encoder=encoder, epochs=epochs, batch=batch, lr=lr,
-                         device=_auto_device(device), workers=workers, seed=seed, resume=resume,
-                         overwrite=overwrite, n_identity=n_identity, vgg16_weights=vgg16_weights, method=method)
+    config = TrainConfig(**{**options, "device": _auto_device(options["device"])})
     bar = None
 
     def on_step(epoch: int, done: int, total: int, value: float) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=None, leave=False)
+            bar = tqdm(total=total, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=None, leave=False)
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4g}", refresh=False)
 
@@ -143,34 +149,53 @@ def train_command(model_kind, dataset, val, loss, alpha, beta, gamma, views, enc
     click.echo(f"trained {result.epochs_done} epochs in {result.seconds:.1f} s; {best}; run: {result.out}")
 
 
-def _train_multilevel(*, dataset, val, out, n_identity, batch, device, seed, method, resume, overwrite, correctives,
-                      corrective_kind, corrective_hidden, n_expression, n_reflectance, image_size, encoder_width,
-                      pretrain_iters, finetune_iters, optimizer, lr_scale, lr_base, lr_shape, lr_reflectance,
-                      corrective_weight_lr_mult, weight, threads, eval_every, checkpoint_every, init_from) -> None:
-    """``facebench train --model multilevel``: build the configs, train with a progress bar, print
-    one line per validation and a final summary."""
+# ---------------------------------------------------------------------------------------- multi-level
+@train_command.command("multilevel", short_help="Tewari et al. 2018's multi-level face model.")
+@click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Training set (.h5).")
+@click.option("--val", type=click.Path(path_type=Path), required=True,
+              help="Validation set (.h5): metrics every --eval-every iterations and at stage ends.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder: model.pt, log.csv, config.json.")
+@click.option("--n-identity", type=int, default=None, help="Identity coefficients (80).")
+@click.option("--n-expression", type=int, default=None, help="Expression coefficients (64).")
+@click.option("--n-reflectance", type=int, default=None, help="Base-level reflectance coefficients (80).")
+@click.option("--correctives", "n_correctives", type=int, default=None,
+              help="Corrective parameters C (500; 0 = base level only).")
+@click.option("--corrective-kind", type=click.Choice(["affine", "relu1", "relu2"]), default=None,
+              help="Corrective space M d + b (affine, default) or one/two hidden ReLU layers.")
+@click.option("--corrective-hidden", type=int, default=None, help="Hidden width of relu1/relu2 (256).")
+@click.option("--image-size", type=int, default=None, help="Input size in px (default: the dataset's).")
+@click.option("--encoder-width", type=int, default=None, help="Channels of the first conv (32).")
+@click.option("--pretrain-iters", type=int, default=None, help="Stage-1 iterations, base level only (300).")
+@click.option("--finetune-iters", type=int, default=None, help="Stage-2 iterations, all levels (300).")
+@click.option("--batch", type=int, default=None, help="Images per iteration (5).")
+@click.option("--optimizer", type=click.Choice(["adadelta", "adam"]), default=None, help="adadelta (default) or adam.")
+@click.option("--lr-scale", type=float, default=None,
+              help="Multiplier of the paper's rates (default 300 for short CPU runs; 1 = the paper's).")
+@click.option("--lr-base", type=float, default=None, help="Base-branch rate before --lr-scale (0.001).")
+@click.option("--lr-shape", type=float, default=None, help="Shape-corrective rate before --lr-scale (0.005).")
+@click.option("--lr-reflectance", type=float, default=None, help="Reflectance-corrective rate before --lr-scale (0.01).")
+@click.option("--corrective-weight-lr-mult", type=float, default=None,
+              help="Rate multiplier of the corrective spaces' weight matrices (1; the paper's reading: 100).")
+@click.option("--weight", multiple=True, metavar="KEY=VALUE",
+              help="Loss weight override, e.g. w_smo=0 (both stages) or finetune.w_ref=2 (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=int, default=None, help="Validate every N iterations (100).")
+@click.option("--checkpoint-every", type=int, default=None, help="Write model.pt every N iterations (100).")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="Copy matching weights from another run's model.pt first.")
+@click.option("--method", default=None, help="Method name of the run (default multilevel-KIND-CN, e.g. multilevel-affine-C500).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Start again in a non-empty --out.")
+def train_multilevel_command(**options) -> None:
+    """Train Tewari et al. 2018's self-supervised multi-level face model (baselines/tewari2018.md):
+    stage 1 the base level, stage 2 everything."""
     from tqdm import tqdm
 
-    from facebench.baselines.tewari2018.model import MultiLevelConfig
-    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, parse_weight_overrides, train_multilevel
-    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.baselines.tewari2018.training import train_multilevel
 
-    if image_size is None:
-        size = FaceDataset(dataset).attrs.get("image_size") or [MultiLevelConfig.image_size]
-        image_size = int(size[0])
-    model_options = {"n_identity": n_identity, "n_expression": n_expression, "n_reflectance": n_reflectance,
-                     "n_correctives": correctives, "corrective_kind": corrective_kind,
-                     "corrective_hidden": corrective_hidden, "image_size": image_size, "encoder_width": encoder_width}
-    model_config = MultiLevelConfig(**{k: v for k, v in model_options.items() if v is not None})
-    train_options = {"pretrain_iters": pretrain_iters, "finetune_iters": finetune_iters, "batch": batch,
-                     "optimizer": optimizer, "lr_scale": lr_scale, "lr_base": lr_base, "lr_shape": lr_shape,
-                     "lr_reflectance": lr_reflectance, "corrective_weight_lr_mult": corrective_weight_lr_mult,
-                     "threads": threads, "eval_every": eval_every,
-                     "checkpoint_every": checkpoint_every, "init_from": init_from}
-    config = MultiLevelTrainConfig(dataset=dataset, val=val, out=out, model=model_config,
-                                   weights=parse_weight_overrides(weight), device=_auto_device(device), seed=seed,
-                                   resume=resume, overwrite=overwrite, method=method,
-                                   **{k: v for k, v in train_options.items() if v is not None})
+    config = multilevel_config(options)
     bar = None
 
     def progress(stage: str, done: int, total: int, value: float) -> None:
@@ -199,6 +224,29 @@ def _train_multilevel(*, dataset, val, out, n_identity, batch, device, seed, met
                f"{val}; run: {result.out}")
 
 
+def multilevel_config(options: dict[str, Any]):
+    """The :class:`MultiLevelTrainConfig` of ``facebench train multilevel``'s options. Each option is
+    named as a field of :class:`MultiLevelConfig` (the architecture) or of
+    :class:`MultiLevelTrainConfig`, and None leaves that field's default; besides, ``weight``
+    (``--weight KEY=VALUE`` items) becomes ``weights``, ``device`` ``auto`` becomes cuda or cpu, and
+    without ``image_size`` the training set's image size is used. FacebenchError (one line) for a
+    malformed ``--weight`` or an unreadable training set."""
+    import dataclasses
+
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
+    from facebench.baselines.tewari2018.training import MultiLevelTrainConfig, parse_weight_overrides
+    from facebench.datasets.dataset_file import FaceDataset
+
+    given = {k: v for k, v in options.items() if v is not None}
+    weights = parse_weight_overrides(given.pop("weight", ()))
+    model = {f.name: given.pop(f.name) for f in dataclasses.fields(MultiLevelConfig) if f.name in given}
+    if "image_size" not in model:
+        size = FaceDataset(given["dataset"]).attrs.get("image_size") or [MultiLevelConfig.image_size]
+        model["image_size"] = int(size[0])
+    return MultiLevelTrainConfig(model=MultiLevelConfig(**model), weights=weights,
+                                 **{**given, "device": _auto_device(given["device"])})
+
+
 @click.command("predict")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="RUN/model.pt or RUN/best.pt.")
 @click.option("--dataset", type=click.Path(path_type=Path), required=True, help="Dataset (.h5) to predict.")
@@ -222,7 +270,7 @@ def predict_command(checkpoint, dataset, out, device, batch, workers, method, ov
         click.echo("wrote " + " and ".join(str(p) for p in written.values()))
         return
     if codes is not None:
-        raise FacebenchError(f"{checkpoint}: --codes needs a multi-level checkpoint (facebench train --model multilevel)")
+        raise FacebenchError(f"{checkpoint}: --codes needs a multi-level checkpoint (facebench train multilevel)")
 
     path = predict(checkpoint, dataset, out, device=_auto_device(device), batch_size=batch, workers=workers,
                    method=method, overwrite=overwrite)

@@ -152,7 +152,8 @@ def run_hpo(
             folder needs ``overwrite``.
         trials: number of optuna trials (20 in the paper's setup).
         epochs: epochs of each trial's training.
-        encoder, batch, device: as ``facebench train``; ``seed`` seeds the sampler and every trial.
+        encoder, batch, device: as ``facebench train regressor``; ``seed`` seeds the sampler and
+            every trial.
         scale_weights: the centre of the weight ranges (default
             :func:`~facebench.baselines.ramon2019.losses.ramon2019_scale_weights` of ``dataset``).
         on_trial: called after each trial with its ``trials.csv`` row.

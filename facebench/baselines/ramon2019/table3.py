@@ -2,8 +2,9 @@
 
 :func:`reproduce_table3` takes prepared scan datasets (``facebench datasets prepare micc`` /
 ``facewarehouse``; either may be omitted) and a list of entries (:func:`find_entries`): run
-folders written by ``facebench train`` (``config.json`` and ``model.pt`` / ``best.pt``),
-checkpoint files, or ready submissions (HDF5, folder with ``manifest.json``, zip). In ``out``:
+folders written by ``facebench train regressor|multilevel`` (``config.json`` and ``model.pt`` /
+``best.pt``), checkpoint files, or ready submissions (HDF5, folder with ``manifest.json``, zip). In
+``out``:
 
 1. ``submissions/NAME_DATASET.h5``: each run's predictions on the dataset's images
    (:func:`facebench.baselines.ramon2019.predict.predict`: the sRGB crops are decoded to linear RGB and

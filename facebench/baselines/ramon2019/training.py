@@ -22,7 +22,7 @@ on resume, that the checkpoint has the same architecture, model and loss.
 the next epoch; shuffling depends on ``(seed, epoch)`` only (``DistributedSampler.set_epoch``), so
 ``E`` epochs in one go equal ``k`` epochs then a resumed ``E - k`` (tested).
 
-**Distributed** (``torchrun --nproc_per_node N -m facebench train ...``; env ``RANK``,
+**Distributed** (``torchrun --nproc_per_node N -m facebench train regressor ...``; env ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``): the process group is initialized with ``nccl`` on CUDA and
 ``gloo`` on CPU; each rank takes ``batch / world_size`` samples of every global batch of ``batch``
 samples through a ``DistributedSampler`` (the single-process run uses the same sampler with one
@@ -75,8 +75,9 @@ CHECKPOINT, BEST, LOG, CONFIG = "model.pt", "best.pt", "log.csv", "config.json"
 
 @dataclasses.dataclass
 class TrainConfig:
-    """What to train (``facebench train`` options). Paths, mm, degrees; ``batch`` is the global
-    batch (split over DDP ranks); ``views`` is MRL's number of virtual views (None: 2)."""
+    """What to train (``facebench train regressor``'s options, one per field). Paths, mm, degrees;
+    ``batch`` is the global batch (split over DDP ranks); ``views`` is MRL's number of virtual views
+    (None: 2)."""
 
     dataset: Path
     val: Path | None

@@ -384,8 +384,10 @@ def evaluate_multilevel(model, dataset, *, device="cpu", batch_size: int = 16, l
     image over the dataset's face mask, RGB in [0,1]), ``land_px`` (2D landmark error of the final
     level, pixels, landmarks the model defines), ``shape_mm`` (final-level vertices vs the
     ground truth, head frame, a diagnostic only), ``offset_mm`` / ``refl_offset`` (mean per-vertex
-    norm of the corrective shape offsets, mm, and reflectance offsets, RGB)."""
-    from facebench.baselines.tewari2018.loss import photometric_error
+    norm of the corrective shape offsets, mm, and reflectance offsets, RGB). The errors are
+    :mod:`facebench.benchmark.metrics`' (``photometric_error``, ``landmark_error_px``,
+    ``shape_error_mm``), computed in torch on ``device``."""
+    from facebench.benchmark import metrics
 
     device = resolve_device(device)
     sums = {"photo_base": 0.0, "photo_final": 0.0, "land_px": 0.0, "shape_mm": 0.0, "offset_mm": 0.0,
@@ -397,12 +399,11 @@ def evaluate_multilevel(model, dataset, *, device="cpu", batch_size: int = 16, l
         target = batch["images"].permute(0, 2, 3, 1)
         for level in ("base", "final"):
             rendered = model.render(output, level).image
-            sums[f"photo_{level}"] += float(photometric_error(rendered, target, batch["masks"]).sum())
+            sums[f"photo_{level}"] += float(metrics.photometric_error(rendered, target, batch["masks"]).sum())
         lm = model.landmarks_2d(output, "final")
-        distance = torch.linalg.norm(lm - batch["landmarks_2d"], dim=-1)
-        sums["land_px"] += float(distance[:, valid].mean(dim=1).sum())
+        sums["land_px"] += float(metrics.landmark_error_px(batch["landmarks_2d"], lm, valid=valid).sum())
         gt = torch.from_numpy(np.asarray(dataset.read("vertices", int(indices[0]), int(indices[-1]) + 1))).to(device)
-        sums["shape_mm"] += float(torch.linalg.norm(output.vertices_final - gt.float(), dim=-1).mean(dim=1).sum())
+        sums["shape_mm"] += float(metrics.shape_error_mm(gt.float(), output.vertices_final).sum())
         sums["offset_mm"] += float(torch.linalg.norm(output.shape_offsets, dim=-1).mean(dim=1).sum())
         sums["refl_offset"] += float(torch.linalg.norm(output.reflectance_offsets, dim=-1).mean(dim=1).sum())
         count += len(indices)
@@ -472,8 +473,69 @@ def train_multilevel(
         torch.set_num_threads(threads_before)
 
 
+@dataclasses.dataclass
+class _Run:
+    """The state of one :func:`train_multilevel` call, shared by its steps (:func:`_setup_run`,
+    :func:`_start_stage`, :func:`_train_stage`, :func:`_train_step`, :func:`_log_window`,
+    :func:`_save_checkpoint`).
+
+    ``net``: the :class:`MultiLevelModel` being trained, on ``device``; ``data``: the training
+    images (:class:`TrainingImages`); ``block``: the ``config`` block of ``config.json`` and of the
+    checkpoints; ``checkpoint``: the checkpoint the run resumed from (None for a new run).
+    ``done``: iterations done, both stages counted together (= the 0-based index of the next
+    iteration); ``history``: the rows of ``log.csv``. ``stage``/``optimizer``/``loss_fn``: those of
+    the current stage (None before the first). ``window``: sums of the loss and of every loss term
+    since the last ``log.csv`` row, over ``window_n`` iterations that started at ``window_t0``
+    (``time.perf_counter()`` seconds). ``rates``: per stage, ``[training images, seconds]`` of this
+    call's iterations. ``last_val``: the last validation metrics (:func:`evaluate_multilevel`)."""
+
+    config: MultiLevelTrainConfig
+    face_model: Any
+    train_set: Any
+    val_set: Any
+    net: Any
+    data: TrainingImages
+    device: torch.device
+    out: Path
+    block: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    done: int
+    history: list[dict[str, Any]]
+    stage: str | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    loss_fn: Any = None
+    window: dict[str, float] = dataclasses.field(default_factory=dict)
+    window_n: int = 0
+    window_t0: float = 0.0
+    rates: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {s: [0.0, 0.0] for s in STAGES})
+    last_val: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResult:
-    from facebench.baselines.tewari2018.loss import MultiLevelLoss
+    """The body of :func:`train_multilevel` (torch's thread count already set): set up or resume the
+    run (:func:`_setup_run`), then for each remaining stage start it (:func:`_start_stage`) and
+    train it to its end (:func:`_train_stage`). ``started``: ``time.perf_counter()`` at the call.
+    Returns the :class:`MultiLevelTrainResult` of this call."""
+    run = _setup_run(config, face_model)
+    while run.done < config.total_iters:
+        _start_stage(run, config.stage_at(run.done))
+        _train_stage(run, progress, on_log)
+    if run.optimizer is None:  # nothing left to do (a resumed, finished run): keep its files
+        write_log(run.history, run.out / LOG, _log_columns(run.history))
+    ips = {s: (r[0] / r[1] if r[1] > 0 else float("nan")) for s, r in run.rates.items()}
+    return MultiLevelTrainResult(out=run.out, iterations_done=run.done, history=run.history, val=run.last_val,
+                                 images_per_second=ips, seconds=time.perf_counter() - started)
+
+
+def _setup_run(config: MultiLevelTrainConfig, face_model) -> _Run:
+    """Set up a new run or resume one. Checks everything first (:func:`check_train_config`), then
+    seeds torch with ``config.seed`` and builds the model (the ``MultiLevelModel`` of the config,
+    intrinsics ``K`` (3, 3) of the training set, mean translation of the training set in mm), which
+    is replaced by the checkpoint's model on resume or warm-started from ``config.init_from``
+    (:func:`_warm_start`); moves it to the device in training mode; creates the run folder and
+    writes ``config.json`` (``first_iteration``: the iterations already done). On resume, restores
+    the history, the iteration count and the torch RNG state of the checkpoint (last, so the random
+    numbers continue where the interrupted run stopped; keep the order of these steps)."""
     from facebench.baselines.tewari2018.model import MultiLevelModel
 
     face_model, train_set, val_set, K, checkpoint = check_train_config(config, model=face_model)
@@ -494,77 +556,117 @@ def _train(config, face_model, progress, on_log, started) -> MultiLevelTrainResu
     _write_json({**block, "device": str(device), "torch_version": torch.__version__, "first_iteration": done},
                 out / CONFIG)
     data = TrainingImages(train_set)
-    stage, optimizer, loss_fn = None, None, None
     if checkpoint is not None:
         _set_rng_state(checkpoint["rng"], device)
-    window: dict[str, float] = {}
-    window_n, window_t0 = 0, time.perf_counter()
-    rates: dict[str, list[float]] = {s: [0.0, 0.0] for s in STAGES}  # images, seconds
-    last_val: dict[str, float] = {}
+    return _Run(config=config, face_model=face_model, train_set=train_set, val_set=val_set, net=net, data=data,
+                device=device, out=out, block=block, checkpoint=checkpoint, done=done, history=history,
+                window_t0=time.perf_counter())
 
-    def save() -> None:
-        state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": block,
-                 "model": net.state_for_checkpoint(), "optimizer": optimizer.state_dict(),
-                 "optimizer_stage": stage, "iteration": done, "history": history, "rng": _rng_state(device)}
-        save_checkpoint(state, out / CHECKPOINT)
-        write_log(history, out / LOG, _log_columns(history))
 
-    while done < config.total_iters:
-        if config.stage_at(done) != stage:
-            stage = config.stage_at(done)
-            _set_frozen(net, stage)
-            optimizer = _optimizer(net, config, stage)
-            if checkpoint is not None and checkpoint.get("optimizer_stage") == stage and \
-                    int(checkpoint["iteration"]) == done:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            levels = ("base",) if stage == STAGES[0] else ("base", "final")
-            loss_fn = MultiLevelLoss(net, stage_weights(stage, config.weights), levels=levels).to(device)
-        t0 = time.perf_counter()
-        indices = batch_indices(len(train_set), config.batch, done, config.seed)
-        images, masks, landmarks = data.get(indices, device)
-        output = net.decode(net(images))
-        loss, terms = loss_fn(output, images, landmarks, masks if config.use_masks else None)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FacebenchError(f"training diverged: the loss is {value} at iteration {done + 1} ({stage}); "
-                                 "lower --lr-scale or the loss weights")
-        done += 1
-        rates[stage][0] += len(indices)
-        rates[stage][1] += time.perf_counter() - t0
-        window["loss"] = window.get("loss", 0.0) + value
-        for key, term in terms.items():
-            window[key] = window.get(key, 0.0) + float(term.detach())
-        window_n += 1
+def _start_stage(run: _Run, stage: str) -> None:
+    """Enter ``stage`` (``"pretrain"`` or ``"finetune"``) at iteration ``run.done``: freeze the
+    corrective branches in stage 1, unfreeze them in stage 2 (:func:`_set_frozen`); make the stage's
+    new optimizer (:func:`_optimizer`), restored from the checkpoint when the run resumes at exactly
+    this iteration of this stage; and the stage's loss (:class:`MultiLevelLoss` of the base level in
+    stage 1, of both levels in stage 2, weights :func:`stage_weights`)."""
+    from facebench.baselines.tewari2018.loss import MultiLevelLoss
+
+    config, checkpoint = run.config, run.checkpoint
+    run.stage = stage
+    _set_frozen(run.net, stage)
+    run.optimizer = _optimizer(run.net, config, stage)
+    if checkpoint is not None and checkpoint.get("optimizer_stage") == stage and \
+            int(checkpoint["iteration"]) == run.done:
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+    levels = ("base",) if stage == STAGES[0] else ("base", "final")
+    run.loss_fn = MultiLevelLoss(run.net, stage_weights(stage, config.weights), levels=levels).to(run.device)
+
+
+def _train_stage(run: _Run, progress, on_log) -> None:
+    """Train the current stage from iteration ``run.done`` to the stage's end (or the training's,
+    ``config.total_iters``): per iteration, one :func:`_train_step` and ``progress(stage, done,
+    total, loss)``; a ``log.csv`` row (:func:`_log_window`) every ``log_every`` iterations, at each
+    evaluation and at the stage end, with the validation metrics every ``eval_every`` iterations and
+    at the stage end (when there is a validation set); a checkpoint (:func:`_save_checkpoint`)
+    every ``checkpoint_every`` iterations and at the stage end (0: only at stage ends)."""
+    config, stage = run.config, run.stage
+    while True:
+        value = _train_step(run)
+        done = run.done
         if progress is not None:
             progress(stage, done, config.total_iters, value)
         stage_end = done == config.total_iters or config.stage_at(done) != stage
-        evaluate_now = val_set is not None and (stage_end or (config.eval_every and done % config.eval_every == 0))
+        evaluate_now = run.val_set is not None and (stage_end or (config.eval_every and done % config.eval_every == 0))
         log_now = stage_end or evaluate_now or (config.log_every and done % config.log_every == 0)
         if log_now:
-            seconds = time.perf_counter() - window_t0
-            row: dict[str, Any] = {"iteration": done, "stage": stage}
-            row.update({k: v / window_n for k, v in window.items()})
-            if evaluate_now:
-                last_val = evaluate_multilevel(net, val_set, device=device, batch_size=config.val_batch,
-                                               limit=config.val_limit)
-                net.train()
-                row.update({f"val_{k}": v for k, v in last_val.items()})
-            row["seconds"] = seconds
-            row["images_per_second"] = window_n * config.batch / seconds if seconds > 0 else float("nan")
-            history.append(row)
-            if on_log is not None:
-                on_log(row)
-            window, window_n, window_t0 = {}, 0, time.perf_counter()
+            _log_window(run, evaluate=evaluate_now, on_log=on_log)
         if stage_end or (config.checkpoint_every and done % config.checkpoint_every == 0):
-            save()
-    if optimizer is None:  # nothing left to do (a resumed, finished run): keep its files
-        write_log(history, out / LOG, _log_columns(history))
-    ips = {s: (r[0] / r[1] if r[1] > 0 else float("nan")) for s, r in rates.items()}
-    return MultiLevelTrainResult(out=out, iterations_done=done, history=history, val=last_val,
-                                 images_per_second=ips, seconds=time.perf_counter() - started)
+            _save_checkpoint(run)
+        if stage_end:
+            return
 
 
+def _train_step(run: _Run) -> float:
+    """One iteration of the current stage: the batch of iteration ``run.done`` (``config.batch``
+    training images, :func:`batch_indices`, a function of ``(seed, iteration)`` only; images
+    (B, 3, S, S) in [0, 1], masks, 2D landmarks px), forward and decode, the stage's loss, backward
+    and one optimizer step. Advances ``run.done``, adds the loss and its terms to the log window and
+    the images and seconds to the stage's rate, and returns the loss (a float). Raises
+    FacebenchError when the loss is NaN or infinite."""
+    config, stage = run.config, run.stage
+    t0 = time.perf_counter()
+    indices = batch_indices(len(run.train_set), config.batch, run.done, config.seed)
+    images, masks, landmarks = run.data.get(indices, run.device)
+    output = run.net.decode(run.net(images))
+    loss, terms = run.loss_fn(output, images, landmarks, masks if config.use_masks else None)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FacebenchError(f"training diverged: the loss is {value} at iteration {run.done + 1} ({stage}); "
+                             "lower --lr-scale or the loss weights")
+    run.done += 1
+    run.rates[stage][0] += len(indices)
+    run.rates[stage][1] += time.perf_counter() - t0
+    run.window["loss"] = run.window.get("loss", 0.0) + value
+    for key, term in terms.items():
+        run.window[key] = run.window.get(key, 0.0) + float(term.detach())
+    run.window_n += 1
+    return value
 
+
+def _log_window(run: _Run, *, evaluate: bool, on_log) -> None:
+    """Close the log window with one ``log.csv`` row appended to ``run.history`` and passed to
+    ``on_log``: ``iteration`` (``run.done``), ``stage``, the window's mean loss and loss terms; with
+    ``evaluate``, the validation metrics ``val_*`` (:func:`evaluate_multilevel` on at most
+    ``val_limit`` validation images, also kept in ``run.last_val``; the model is back in training
+    mode after); ``seconds`` (wall-clock seconds of the window, evaluation excluded) and
+    ``images_per_second`` (training images of the window per second). Then start a new window."""
+    config = run.config
+    seconds = time.perf_counter() - run.window_t0
+    row: dict[str, Any] = {"iteration": run.done, "stage": run.stage}
+    row.update({k: v / run.window_n for k, v in run.window.items()})
+    if evaluate:
+        run.last_val = evaluate_multilevel(run.net, run.val_set, device=run.device, batch_size=config.val_batch,
+                                           limit=config.val_limit)
+        run.net.train()
+        row.update({f"val_{k}": v for k, v in run.last_val.items()})
+    row["seconds"] = seconds
+    row["images_per_second"] = run.window_n * config.batch / seconds if seconds > 0 else float("nan")
+    run.history.append(row)
+    if on_log is not None:
+        on_log(row)
+    run.window, run.window_n, run.window_t0 = {}, 0, time.perf_counter()
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write ``model.pt`` atomically (``format``, ``version``, the config block, the model, the
+    current stage's optimizer and its stage, ``iteration`` = ``run.done``, the history and the
+    torch RNG state; module docstring) and rewrite ``log.csv`` with the whole history."""
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": run.block,
+             "model": run.net.state_for_checkpoint(), "optimizer": run.optimizer.state_dict(),
+             "optimizer_stage": run.stage, "iteration": run.done, "history": run.history,
+             "rng": _rng_state(run.device)}
+    save_checkpoint(state, run.out / CHECKPOINT)
+    write_log(run.history, run.out / LOG, _log_columns(run.history))
