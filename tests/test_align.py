@@ -7,15 +7,9 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 import facebench.models as fm
-from facebench.benchmark.align import (
-    AlignmentError,
-    ScanAlignmentParams,
-    Similarity,
-    align_and_measure,
-    crop_sphere,
-    landmark_similarity,
-    refine_icp,
-)
+from facebench.benchmark.align import ScanAlignmentParams, align_and_measure, refine_icp
+from facebench.benchmark.crop import crop_sphere
+from facebench.benchmark.similarity import AlignmentError, Similarity, landmark_similarity
 from facebench.benchmark.surface_distance import closest_points_on_triangles, point_to_surface_distances
 from facebench.geometry import vertex_normals
 from facebench.landmarks import IBUG68_MIRROR

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from facebench import conventions as cv
 from facebench.baselines.tewari2018.evaluations import (
     EvalSettings,
-    _sphere,
     canonical_pose,
     reflectance_errors,
     resolve_eval_settings,
     run_correctives,
     run_reflectance,
 )
+from facebench.baselines.tewari2018.figures import _sphere
 from facebench.errors import FacebenchError, InputFileError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,10 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 import facebench.models as fm
-from facebench.benchmark.align import AlignmentError, ScanAlignmentParams, crop_sphere, scan_nose_tip
+from facebench.benchmark.align import ScanAlignmentParams
+from facebench.benchmark.crop import crop_sphere, scan_nose_tip
 from facebench.benchmark.landmark_sets import LandmarkSetError, landmark_indices_for
 from facebench.benchmark.protocols import get_protocol
 from facebench.benchmark.scoring import score, write_results
+from facebench.benchmark.similarity import AlignmentError
 from facebench.benchmark.submission_writer import write_submission
 from facebench.benchmark.validation import validate_submission
 from facebench.benchmark.validation_report import InvalidSubmission

@@ -11,13 +11,9 @@ from click.testing import CliRunner
 
 from facebench import conventions as cv
 from facebench.commands.synth import synth
-from facebench.datasets.generator import (
-    FaceDataset,
-    GeneratorSettings,
-    generate,
-    merge_shards,
-    mirror_sh,
-)
+from facebench.datasets.generator import FaceDataset, GeneratorSettings, generate
+from facebench.datasets.merge import merge_shards
+from facebench.datasets.mirror import mirror_sh
 from facebench.landmarks import IBUG68_MIRROR
 from facebench.models import load
 from facebench.models.procedural import mirror_permutation

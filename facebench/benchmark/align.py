@@ -8,10 +8,10 @@ any step, so a mirrored prediction scores as what it is (NoW's reflecting Procru
 **Steps** (:func:`align_and_measure`, parameters in :class:`ScanAlignmentParams`):
 
 1. crop: keep the ground-truth vertices within a sphere around a ground-truth landmark (the nose
-   tip by default), around the nose tip found on the scan (:func:`scan_nose_tip`, for MICC whose
+   tip by default), around the nose tip found on the scan (:func:`facebench.benchmark.crop.scan_nose_tip`, for MICC whose
    annotations have no nose tip), or all of them;
 2. landmarks: Umeyama fit of the predicted landmarks onto the ground-truth ones
-   (:func:`landmark_similarity`; NaN landmarks skipped), or the identity when the prediction is
+   (:func:`facebench.benchmark.similarity.landmark_similarity`; NaN landmarks skipped), or the identity when the prediction is
    already in the ground truth's frame;
 3. ICP (:func:`refine_icp`, open3d ``registration_icp`` with our convergence criteria): the kept
    ground-truth points are registered onto the predicted mesh's vertices (with the mesh's vertex
@@ -33,7 +33,7 @@ Umeyama scale on closest-point pairs (the textbook scheme) needed 14–50 rounds
 against 3–5 steps here, for the same distances within 0.002 mm. Rigid protocols are one
 ``registration_icp`` call; ``method="point_to_point"`` is one call of
 ``TransformationEstimationPointToPoint(with_scaling=with_scale)``.
-Every intermediate similarity is checked: ``s > 0`` and ``det R = +1`` (:class:`Similarity`).
+Every intermediate similarity is checked: ``s > 0`` and ``det R = +1`` (:class:`facebench.benchmark.similarity.Similarity`).
 ICP may use a fixed-seed subset of the scan points (``icp_max_points``); distances use them all.
 
 The prepared prediction (:class:`PreparedMesh`: its BVH and its ICP target cloud) is built once and
@@ -51,29 +51,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebench.benchmark import metrics
+from facebench.benchmark.crop import CROP_CENTERS, NOSE_TIP_SEARCH_MM, crop_center, crop_sphere
+from facebench.benchmark.similarity import AlignmentError, Similarity, landmark_similarity, points_array
 from facebench.benchmark.surface_distance import TriangleSurface
-from facebench.errors import FacebenchError
-from facebench.geometry import similarity_from_correspondences, vertex_normals
-
-#: 0-based iBUG-68 index of the nose tip (landmark 31).
-IBUG68_NOSE_TIP = 30
-#: Crop centres a protocol can name: a ground-truth landmark index, ``"nose_tip"`` (iBUG-68
-#: landmark 31 of the ground truth) or ``"scan_nose_tip"`` (found on the scan, :func:`scan_nose_tip`).
-CROP_CENTERS = ("nose_tip", "scan_nose_tip")
-#: Order of the first four scan landmarks (``micc4``; ``facewarehouse6`` starts with the same four).
-SCAN_LANDMARK_ORDER = ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central")
-#: Default search radius (mm) around ``nose_base`` for :func:`scan_nose_tip`.
-NOSE_TIP_SEARCH_MM = 30.0
-#: Largest distance (mm) of the nose tip from the mid-sagittal plane (:func:`scan_nose_tip`).
-NOSE_TIP_LATERAL_MM = 10.0
+from facebench.geometry import vertex_normals
 
 METHODS = ("point_to_plane", "point_to_point")
 DIRECTIONS = ("gt_to_pred", "pred_to_gt", "symmetric")
 INITS = ("landmarks", "identity")
 
-
-class AlignmentError(FacebenchError):
-    """A prediction cannot be aligned as the protocol asks (too few landmarks, empty crop...)."""
 
 
 def _o3d():
@@ -83,195 +69,8 @@ def _o3d():
 
 
 # ---------------------------------------------------------------------------- similarity
-@dataclass(frozen=True, eq=False)
-class Similarity:
-    """``x ↦ s R x + t`` (prediction → ground truth): ``s > 0`` float, ``R (3,3)`` with det +1, ``t (3,)`` mm."""
-
-    s: float
-    R: np.ndarray
-    t: np.ndarray
-
-    def __post_init__(self) -> None:
-        R = np.array(self.R, dtype=np.float64).reshape(3, 3)
-        t = np.array(self.t, dtype=np.float64).reshape(3)
-        s = float(self.s)
-        if not (math.isfinite(s) and s > 0):
-            raise AlignmentError(f"similarity scale must be finite and > 0, got {s}")
-        if not (np.all(np.isfinite(R)) and np.all(np.isfinite(t))):
-            raise AlignmentError("similarity has NaN or Inf entries")
-        if np.abs(R.T @ R - np.eye(3)).max() > 1e-6:
-            raise AlignmentError("similarity rotation is not orthonormal")
-        if np.linalg.det(R) <= 0:
-            raise AlignmentError("alignment produced a reflection (det R < 0); reflections are never accepted")
-        R.setflags(write=False)
-        t.setflags(write=False)
-        object.__setattr__(self, "s", s)
-        object.__setattr__(self, "R", R)
-        object.__setattr__(self, "t", t)
-
-    @classmethod
-    def identity(cls) -> Similarity:
-        return cls(1.0, np.eye(3), np.zeros(3))
-
-    @classmethod
-    def from_matrix(cls, matrix) -> Similarity:
-        """From a 4×4 ``[[s R, t], [0, 1]]``; raises AlignmentError on a reflection or a shear."""
-        M = np.asarray(matrix, dtype=np.float64)
-        A = M[:3, :3]
-        det = np.linalg.det(A)
-        if not det > 0:
-            raise AlignmentError(f"alignment produced a reflection or a collapse (det = {det:.3g}); refused")
-        s = float(np.cbrt(det))
-        return cls(s, A / s, M[:3, 3])
-
-    def apply(self, points) -> np.ndarray:
-        """``(..., 3)`` points → ``s R p + t`` (float64)."""
-        p = np.asarray(points, dtype=np.float64)
-        return self.s * p @ self.R.T + self.t
-
-    def inverse(self) -> Similarity:
-        return Similarity(1.0 / self.s, self.R.T, -(self.R.T @ self.t) / self.s)
-
-    def matrix(self) -> np.ndarray:
-        """``(4, 4)`` homogeneous matrix."""
-        M = np.eye(4)
-        M[:3, :3] = self.s * self.R
-        M[:3, 3] = self.t
-        return M
-
-    @property
-    def rotation_deg(self) -> float:
-        """Angle of ``R`` in degrees."""
-        return math.degrees(math.acos(float(np.clip((np.trace(self.R) - 1.0) / 2.0, -1.0, 1.0))))
-
-    def to_dict(self) -> dict:
-        return {"s": self.s, "R": self.R.tolist(), "t": self.t.tolist()}
-
 
 # ---------------------------------------------------------------------------- landmarks, crop
-def _points(x, what: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"{what} must be (N,3), got {a.shape}")
-    return a
-
-
-def _check_spread(points: np.ndarray, what: str) -> None:
-    sv = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
-    if sv[0] <= 1e-9 or sv[1] <= 1e-6 * sv[0]:
-        raise AlignmentError(f"the {what} landmarks used for alignment are collinear or coincident")
-
-
-def landmark_similarity(pred_landmarks, gt_landmarks, *, with_scale: bool = True) -> Similarity:
-    """Similarity (or rigid) fit mapping predicted landmarks onto ground-truth ones; never a reflection.
-
-    Args:
-        pred_landmarks: ``(L, 3)`` mm in the prediction's frame; NaN rows are skipped.
-        gt_landmarks: ``(L, 3)`` mm in the ground truth's frame, same order; NaN rows are skipped.
-        with_scale: fit the scale (similarity) or keep ``s = 1`` (rigid).
-
-    Returns:
-        :class:`Similarity` with ``gt ≈ S(pred)`` in the least-squares sense.
-
-    Raises:
-        ValueError: shapes differ. AlignmentError: fewer than 3 landmarks present in both, or collinear.
-    """
-    p = _points(pred_landmarks, "predicted landmarks")
-    g = _points(gt_landmarks, "ground-truth landmarks")
-    if p.shape != g.shape:
-        raise ValueError(f"predicted landmarks {p.shape} and ground-truth landmarks {g.shape} differ in shape")
-    ok = np.all(np.isfinite(p), axis=1) & np.all(np.isfinite(g), axis=1)
-    if ok.sum() < 3:
-        raise AlignmentError(f"landmark alignment needs >= 3 landmarks present in both prediction and ground "
-                             f"truth, got {int(ok.sum())} of {len(p)}")
-    _check_spread(p[ok], "predicted")
-    _check_spread(g[ok], "ground-truth")
-    s, R, t = similarity_from_correspondences(p[ok], g[ok], with_scale=with_scale)
-    return Similarity(s, R, t)
-
-
-def crop_sphere(points, center, radius_mm: float) -> np.ndarray:
-    """Indices (sorted, int64) of the points within ``radius_mm`` of ``center`` (boundary included).
-
-    Args:
-        points: ``(N, 3)`` mm. center: ``(3,)`` mm, same frame. radius_mm: > 0.
-    """
-    p = _points(points, "points")
-    c = np.asarray(center, dtype=np.float64).reshape(3)
-    if not np.all(np.isfinite(c)):
-        raise AlignmentError("crop centre is NaN (the landmark it comes from is missing)")
-    if not radius_mm > 0:
-        raise ValueError(f"crop radius must be > 0 mm, got {radius_mm}")
-    d2 = np.sum((p - c) ** 2, axis=1)
-    return np.flatnonzero(d2 <= float(radius_mm) ** 2).astype(np.int64)
-
-
-def face_forward(scan_vertices, scan_landmarks) -> np.ndarray:
-    """Unit forward direction of a scanned face from its ``micc4`` landmarks, scan frame.
-
-    The normal of the plane through the right and left eye lacrimal points and the lips' central
-    point (landmarks 0, 1 and 3 of :data:`SCAN_LANDMARK_ORDER`), oriented away from the scan's
-    centroid: a face scan is a shell whose centroid lies behind the face, so the face looks along
-    the normal that points from the centroid toward the landmarks. The nose base is not used (it
-    lies in front of that plane and would tilt it).
-
-    Args:
-        scan_vertices: ``(V, 3)`` mm. scan_landmarks: ``(L >= 4, 3)`` mm in :data:`SCAN_LANDMARK_ORDER`.
-
-    Raises:
-        AlignmentError: a landmark is missing (NaN) or the three points are collinear.
-    """
-    v = _points(scan_vertices, "scan vertices")
-    lm = _points(scan_landmarks, "scan landmarks")
-    if len(lm) < 4:
-        raise AlignmentError(f"the scan nose tip needs the {len(SCAN_LANDMARK_ORDER)} scan landmarks "
-                             f"({', '.join(SCAN_LANDMARK_ORDER)}), got {len(lm)}")
-    right, left, lips = lm[0], lm[1], lm[3]
-    if not np.all(np.isfinite([right, left, lips])):
-        raise AlignmentError("the scan nose tip needs both eye lacrimal points and the lips' central point; "
-                             "one is missing (NaN)")
-    normal = np.cross(left - right, lips - right)
-    length = float(np.linalg.norm(normal))
-    if not length > 1e-6 * max(float(np.linalg.norm(left - right) * np.linalg.norm(lips - right)), 1e-12):
-        raise AlignmentError("the eye lacrimal and lips landmarks of the scan are collinear: no face direction")
-    normal /= length
-    if float(normal @ ((right + left + lips) / 3.0 - v.mean(axis=0))) < 0:
-        normal = -normal
-    return normal
-
-
-def scan_nose_tip(scan_vertices, scan_landmarks, *, search_mm: float = NOSE_TIP_SEARCH_MM) -> np.ndarray:
-    """The nose tip of a scan annotated with the ``micc4`` landmarks, ``(3,)`` mm, scan frame.
-
-    MICC's four annotated vertices have no nose tip; the 95 mm crop of Deng et al. is centred on
-    one. It is defined here as the scan vertex that lies farthest along the face's forward
-    direction (:func:`face_forward`) among the scan vertices within ``search_mm`` of the nose base
-    (landmark 2) and within :data:`NOSE_TIP_LATERAL_MM` of the mid-sagittal plane (the plane
-    through the nose base whose normal is the lacrimal-to-lacrimal direction, made orthogonal to
-    the forward direction). The sphere keeps the chin, brows and hair out (the procedural model's
-    tip lies 23 mm from its subnasale); the slab keeps out cheeks, which on some faces reach
-    farther forward than the nose tip within that sphere. On procedural faces the vertex found
-    is the model's ``nose_tip`` vertex or within a few mm of it (the forward direction is tilted
-    a few degrees from the head's +z).
-
-    Raises:
-        AlignmentError: missing landmarks or no scan vertex within ``search_mm`` of the nose base.
-    """
-    v = _points(scan_vertices, "scan vertices")
-    lm = _points(scan_landmarks, "scan landmarks")
-    forward = face_forward(v, lm)
-    base = lm[2]
-    if not np.all(np.isfinite(base)):
-        raise AlignmentError("the scan nose tip is searched around the nose base, which is missing (NaN)")
-    lateral = lm[1] - lm[0]
-    lateral = lateral - (lateral @ forward) * forward
-    lateral /= np.linalg.norm(lateral)  # non-zero: face_forward checked the three points
-    near = crop_sphere(v, base, search_mm)
-    near = near[np.abs((v[near] - base) @ lateral) <= NOSE_TIP_LATERAL_MM]
-    if len(near) == 0:
-        raise AlignmentError(f"no scan vertex within {search_mm:g} mm of the nose base and "
-                             f"{NOSE_TIP_LATERAL_MM:g} mm of the mid-sagittal plane")
-    return v[near[np.argmax(v[near] @ forward)]].copy()
 
 
 # ---------------------------------------------------------------------------- prepared prediction
@@ -413,7 +212,7 @@ def _refine(mesh: PreparedMesh, gt_points, init: Similarity, *, max_iterations: 
         raise ValueError(f"unknown ICP method {method!r}; expected one of {', '.join(METHODS)}")
     if max_iterations < 1 or not tolerance > 0 or not max_correspondence_mm > 0:
         raise ValueError("ICP needs max_iterations >= 1, tolerance > 0 and max_correspondence_mm > 0")
-    g = _subsample(_points(gt_points, "ground-truth points"), max_points)
+    g = _subsample(points_array(gt_points, "ground-truth points"), max_points)
     if len(g) < 3:
         raise AlignmentError(f"ICP needs >= 3 ground-truth points, got {len(g)}")
     reg = _o3d().pipelines.registration
@@ -576,29 +375,6 @@ class ScanResult:
         }
 
 
-def _crop_center(gt_landmarks, center: int | str, gt_vertices=None,
-                 search_mm: float = NOSE_TIP_SEARCH_MM) -> np.ndarray:
-    if gt_landmarks is None:
-        raise AlignmentError("a crop around a landmark needs the ground-truth landmarks")
-    lm = _points(gt_landmarks, "ground-truth landmarks")
-    if center == "scan_nose_tip":
-        if gt_vertices is None:
-            raise AlignmentError("crop_center 'scan_nose_tip' needs the scan's vertices")
-        return scan_nose_tip(gt_vertices, lm, search_mm=search_mm)
-    if center == "nose_tip":
-        if len(lm) != 68:
-            raise AlignmentError(f"crop_center 'nose_tip' means iBUG-68 landmark 31, but the ground truth has "
-                                 f"{len(lm)} landmarks; give a landmark index")
-        index = IBUG68_NOSE_TIP
-    else:
-        index = int(center)
-        if not 0 <= index < len(lm):
-            raise AlignmentError(f"crop_center landmark index {index} is outside [0, {len(lm)})")
-    c = lm[index]
-    if not np.all(np.isfinite(c)):
-        raise AlignmentError(f"crop centre landmark {index} of the ground truth is missing (NaN)")
-    return c
-
 
 def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt_faces, gt_landmarks,
                       params: ScanAlignmentParams, *, prepared: PreparedMesh | None = None) -> ScanResult:
@@ -626,7 +402,7 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
         timings[name] = now - clock
         clock = now
 
-    gt = _points(gt_vertices, "ground-truth vertices")
+    gt = points_array(gt_vertices, "ground-truth vertices")
     if not np.all(np.isfinite(gt)):
         raise ValueError("ground-truth vertices contain NaN or Inf")
     mesh = prepared if prepared is not None else PreparedMesh(pred_vertices, pred_faces)
@@ -635,7 +411,7 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
     if params.crop_radius_mm is None:
         kept = np.arange(len(gt), dtype=np.int64)
     else:
-        center = _crop_center(gt_landmarks, params.crop_center, gt, params.crop_search_mm)
+        center = crop_center(gt_landmarks, params.crop_center, gt, params.crop_search_mm)
         kept = crop_sphere(gt, center, params.crop_radius_mm)
         if len(kept) < 3:
             raise AlignmentError(f"the crop ({params.crop_radius_mm} mm) keeps {len(kept)} ground-truth vertices")

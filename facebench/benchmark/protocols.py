@@ -52,7 +52,7 @@ class Protocol:
         icp_max_points: ICP uses at most this many ground-truth points (fixed-seed subset); None: all.
         crop_center: "nose_tip" (iBUG 31 of the ground truth), "scan_nose_tip" (the scan vertex
             most frontal along the face's forward direction near the annotated nose base, see
-            :func:`facebench.benchmark.align.scan_nose_tip`) or None.
+            :func:`facebench.benchmark.crop.scan_nose_tip`) or None.
         crop_radius_mm: radius of the ground-truth crop sphere, None for no crop.
         crop_search_mm: for "scan_nose_tip", the search radius around the nose base (mm).
         distance_direction: "gt_to_pred" (each kept ground-truth vertex to the predicted surface),

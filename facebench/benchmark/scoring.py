@@ -214,7 +214,8 @@ def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progres
     ``dataset.scan_landmarks(i)`` in the protocol's landmark order. Per-vertex results: ragged
     ``offsets``/``vertex_indices``/``distances`` on each scan's own vertices; the mean per-vertex
     error on the mean face only when every sample shares one topology (synthetic files)."""
-    from facebench.benchmark.align import AlignmentError, align_and_measure
+    from facebench.benchmark.align import align_and_measure
+    from facebench.benchmark.similarity import AlignmentError
 
     params = _scan_params(protocol)
     n = len(dataset)

@@ -142,7 +142,7 @@ def synth_show(path, out, count, start) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 def synth_merge(shards, out, overwrite) -> None:
     """Join shard files of one run into one dataset file (a copy)."""
-    from facebench.datasets.generator import merge_shards
+    from facebench.datasets.merge import merge_shards
 
     if Path(out).exists() and not overwrite:
         raise FacebenchError(f"{out}: exists already (use --overwrite to replace it)")

@@ -1,4 +1,6 @@
-"""Synthetic 3DMM renders: settings, per-sample parameters, rendering, shards, splits, merge.
+"""Synthetic 3DMM renders: settings, per-sample parameters, rendering, shards, splits (the mirror
+images of symmetrized sets: :mod:`facebench.datasets.mirror`; joining shards:
+:mod:`facebench.datasets.merge`).
 
 A generation run draws ``n`` samples from a :class:`~facebench.models.MorphableModel` and writes
 them in the facebench dataset format (:mod:`facebench.datasets.dataset_file`). The dataset card
@@ -38,7 +40,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from facebench import conventions as cv
@@ -47,6 +48,7 @@ from facebench.datasets.dataset_file import (
     FaceDataset,
     TorchFaceDataset,
 )
+from facebench.datasets.mirror import MIRROR, mirror_correspondence, mirror_pose, mirror_sh
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = [
@@ -61,7 +63,6 @@ __all__ = [
     "sample_parameters",
     "render_rows",
     "generate",
-    "merge_shards",
     "mirror_correspondence",
     "mirror_sh",
     "mirror_pose",
@@ -93,9 +94,6 @@ NEAR_MM = 1.0
 _DISTANCE_MARGIN = 1.25
 #: Default focal: the larger side of the mean shape's bounding box spans 1 / FILL of the image.
 _FILL = 1.3
-#: SH coefficients that change sign under x -> -x (H_3 ~ x, H_4 ~ xy, H_7 ~ xz).
-_SH_X_ODD = (3, 4, 7)
-_MIRROR = np.array([-1.0, 1.0, 1.0])
 
 
 # ---------------------------------------------------------------------------- settings
@@ -394,46 +392,6 @@ def background_image(resolved: ResolvedSettings, index: int) -> np.ndarray:
     return np.clip(smooth + rng.normal(0.0, 0.05, (size, size, 3)), 0.0, 1.0)
 
 
-# ---------------------------------------------------------------------------- mirror
-def mirror_correspondence(model) -> tuple[np.ndarray, float]:
-    """``perm (V,)`` with vertex i of a mirrored face = ``M x[perm[i]]`` (``M = diag(-1,1,1)``),
-    and the largest distance (mm) between ``M mean[perm]`` and ``mean``.
-
-    The procedural model uses its exact :func:`~facebench.models.procedural.mirror_permutation`;
-    other models use the nearest vertex of the mirrored mean (not a bijection in general; the
-    error is reported in the dataset attributes).
-    """
-    mean = model.mean.astype(np.float64)
-    perm = None
-    if model.name == "synthetic":
-        from facebench.models.procedural import mirror_permutation
-
-        candidate = mirror_permutation()
-        if candidate.shape == (len(mean),) and np.array_equal(mean[candidate] * _MIRROR, mean):
-            perm = candidate
-    if perm is None:
-        from scipy.spatial import cKDTree
-
-        _, perm = cKDTree(mean).query(mean * _MIRROR)
-        perm = np.asarray(perm, np.int64)
-    error = float(np.linalg.norm(mean[perm] * _MIRROR - mean, axis=1).max())
-    return perm, error
-
-
-def mirror_pose(q: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pose of the mirrored scene: ``R' = N R(q) M``, ``t' = N t`` (``N = M = diag(-1,1,1)``);
-    q' with w >= 0. Head angles become (-yaw, pitch, -roll)."""
-    R = cv.quat_to_matrix(np.asarray(q, np.float64))
-    R_m = R * _MIRROR[:, None] * _MIRROR[None, :]
-    return cv.matrix_to_quat(R_m), np.asarray(t, np.float64) * _MIRROR
-
-
-def mirror_sh(sh: np.ndarray) -> np.ndarray:
-    """SH light ``(..., 9, 3)`` of the mirrored scene (camera x -> -x): x-odd terms negated."""
-    out = np.array(sh, copy=True)
-    out[..., list(_SH_X_ODD), :] *= -1
-    return out
-
 
 # ---------------------------------------------------------------------------- rendering
 class _Context:
@@ -547,7 +505,7 @@ def render_rows(context: _Context, indices: list[int]) -> dict[str, Any]:
             s["sh"], s["coefficients"], s["subject"], -1)
         if r.symmetrize:
             q_m, t_m = mirror_pose(s["q"], s["t"])
-            vertices_m = (s["vertices"][context.perm] * _MIRROR.astype(np.float32)).astype(np.float32)
+            vertices_m = (s["vertices"][context.perm] * MIRROR.astype(np.float32)).astype(np.float32)
             nan = {k: np.full_like(v, np.nan) for k, v in s["coefficients"].items()}
             add(f"{index:07d}m", image[:, ::-1], masks[b][:, ::-1], reflectance_images[b][:, ::-1],
                 vertices_m, q_m, t_m, mirror_sh(s["sh"]), nan, s["subject"], row)
@@ -727,67 +685,6 @@ def generate(
                     _write_plan(context, plan, attrs, overwrite, batch_size, map_fn=pooled, progress=progress)
     return GenerationSummary([p.path for p, _ in jobs], rows, time.perf_counter() - start)
 
-
-# ---------------------------------------------------------------------------- merge
-_SHARD_ATTRS = ("rows", "shard")
-
-
-def merge_shards(paths: list[str | Path], out: str | Path, *, overwrite: bool = False,
-                 progress: Callable[[int], None] | None = None) -> Path:
-    """Join shard files into one dataset file by copying (not a virtual dataset).
-
-    The shards must come from one run: same model digest, seed, settings and split (every
-    attribute but ``rows``/``shard`` equal), and their row ranges must tile the split's rows
-    ``split_rows`` exactly (disjoint, no gap). Order of ``paths`` does not matter.
-    """
-    if not paths:
-        _fail("merge needs at least one shard")
-    readers = [FaceDataset(p) for p in paths]
-    for reader in readers:
-        if reader.attrs.get("generator") != "facebench.datasets.synthetic" or "rows" not in reader.attrs:
-            raise InputFileError(reader.path, "not a shard written by 'facebench synth generate'")
-    first = readers[0]
-    common = {k: v for k, v in first.attrs.items() if k not in _SHARD_ATTRS}
-    for reader in readers[1:]:
-        other = {k: v for k, v in reader.attrs.items() if k not in _SHARD_ATTRS}
-        differing = sorted(k for k in set(common) | set(other) if common.get(k) != other.get(k))
-        if differing:
-            raise InputFileError(reader.path, f"incompatible with {first.path}: attributes differ: "
-                                              f"{', '.join(differing)}")
-    readers.sort(key=lambda d: d.attrs["rows"][0])
-    lo, hi = first.attrs["split_rows"]
-    cursor = lo
-    for reader in readers:
-        a, b = reader.attrs["rows"]
-        if b - a != len(reader):
-            raise InputFileError(reader.path, f"holds {len(reader)} rows, its attributes say {b - a}")
-        if a != cursor:
-            kind = "overlaps the previous shard" if a < cursor else f"leaves rows [{cursor}, {a}) missing"
-            raise InputFileError(reader.path, f"rows [{a}, {b}) {kind}")
-        cursor = b
-    if cursor != hi:
-        _fail(f"the shards cover rows [{lo}, {cursor}) of [{lo}, {hi}): rows [{cursor}, {hi}) missing")
-    attrs = {k: v for k, v in common.items() if k not in ("format", "version", "facebench_version", "image_size")}
-    attrs.update(rows=[lo, hi], shard="")
-    H, W = first.attrs["image_size"]
-    with h5py.File(first.path, "r") as f:
-        n_coefficients = {k: f["coefficients"][k].shape[1] for k in first.coefficient_fields}
-        n_vertices = f["vertices"].shape[1]
-        extra = {k: (f[k].shape[1:], f[k].dtype) for k in first.extra_fields}
-    with DatasetWriter(out, n=hi - lo, height=H, width=W, faces=first.faces,
-                       landmark_indices=first.landmark_indices, n_vertices=n_vertices,
-                       n_coefficients=n_coefficients, K=first.shared_K, attrs=attrs,
-                       overwrite=overwrite, extra_fields=extra) as writer:
-        for reader in readers:
-            offset = reader.attrs["rows"][0] - lo
-            for a in range(0, len(reader), 64):
-                batch = reader.rows(a, min(len(reader), a + 64))
-                writer.write(offset + a, batch)
-                if progress is not None:
-                    progress(len(batch["ids"]))
-    for reader in readers:
-        reader.close()
-    return Path(out)
 
 
 def open_dataset(path: str | Path) -> FaceDataset:
