@@ -133,7 +133,7 @@ def test_correctives_end_to_end_tiny(data, tmp_path):
 
 def test_reproduce_commands_report_bad_options_in_one_line(data, tmp_path):
     from facebench.commands.base import FacebenchGroup
-    from facebench.commands.multilevel import (
+    from facebench.commands.reproduce_tewari2018 import (
         ablation_command,
         corrective_spaces_command,
         correctives_command,

@@ -1,7 +1,7 @@
 """``facebench reproduce ...``: reproduce papers' experiments — ``table2`` (Ramon et al. 2019 Table 2,
 Fig. 5, Fig. 6; :mod:`facebench.baselines.ramon2019.table2`), ``table3`` (MICC / FaceWarehouse;
 :mod:`facebench.commands.reproduce_table3`), and Tewari et al. 2018's supplement: ``correctives``,
-``corrective-spaces``, ``reflectance``, ``ablation`` (:mod:`facebench.commands.multilevel`)."""
+``corrective-spaces``, ``reflectance``, ``ablation`` (:mod:`facebench.commands.reproduce_tewari2018`)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
 
 def _register_experiments() -> None:
     """Experiments living in their own modules (one concept per module)."""
-    from facebench.commands.multilevel import (
+    from facebench.commands.reproduce_tewari2018 import (
         ablation_command,
         corrective_spaces_command,
         correctives_command,
