@@ -205,23 +205,25 @@ def checked_dataset(handle: h5py.File | h5py.Group, name: str, *, kind: str, pat
     (one line, naming the member) when it is missing, not a dataset, or does not fit.
     """
     path = Path(path)
+    prefix = handle.name.strip("/") if isinstance(handle.name, str) else ""
+    member = f"{prefix}/{name}" if prefix else name
     obj = handle.get(name)
     if obj is None:
-        raise InputFileError(path, f"member {name!r} is missing")
+        raise InputFileError(path, f"member {member!r} is missing")
     if not isinstance(obj, h5py.Dataset):
-        raise InputFileError(path, f"member {name!r} is not a dataset")
+        raise InputFileError(path, f"member {member!r} is not a dataset")
     dtype = obj.dtype
     if dtype.kind not in _KINDS[kind]:
-        raise InputFileError(path, f"member {name!r} has type {dtype}, expected {kind} values")
+        raise InputFileError(path, f"member {member!r} has type {dtype}, expected {kind} values")
     got = tuple(int(s) for s in obj.shape) if obj.shape is not None else ()
     if shape is not None:
         if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
             want = "(" + ", ".join("*" if e is None else str(e) for e in shape) + ")"
-            raise InputFileError(path, f"member {name!r} has shape {got}, expected {want}")
+            raise InputFileError(path, f"member {member!r} has shape {got}, expected {want}")
     elif ndim is not None and len(got) != ndim:
-        raise InputFileError(path, f"member {name!r} has {len(got)} dimensions, expected {ndim}")
+        raise InputFileError(path, f"member {member!r} has {len(got)} dimensions, expected {ndim}")
     if max_elements is not None and int(np.prod(got, dtype=object)) > max_elements:
-        raise InputFileError(path, f"member {name!r} declares {int(np.prod(got, dtype=object))} elements, "
+        raise InputFileError(path, f"member {member!r} declares {int(np.prod(got, dtype=object))} elements, "
                                    f"more than the {max_elements} this file can need")
     return obj
 

@@ -148,3 +148,44 @@ def test_hostile_submission_refused(world, case, tmp_path):
         code, output = _run(*args)
         _assert_refused(code, output, hostile, (member,))
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------- scan datasets
+SCAN_NAMES = ["right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central"]
+
+
+def _scan_dataset(path: Path) -> Path:
+    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
+
+    rng = np.random.default_rng(0)
+    with ScanDatasetWriter(path, kind="micc", landmark_names=SCAN_NAMES, image_size=16, landmark_set="micc4") as w:
+        for sample_id in ("subject_1", "subject_2"):
+            vertices = rng.normal(size=(30, 3)) * 50
+            faces = np.stack([np.arange(28), np.arange(1, 29), np.arange(2, 30)], axis=1)
+            w.add(ScanSample(id=sample_id, image=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+                             face_box=np.array([1.0, 2.0, 33.0, 34.0]), frame_size=(48, 64), vertices=vertices,
+                             faces=faces, landmark_indices=np.array([0, 1, 2, 3]), source=f"{sample_id}/scan.wrl",
+                             frame_index=7))
+    return path
+
+
+@pytest.mark.parametrize("case", ["external-raw", "external-link", "virtual", "compound"])
+def test_hostile_scan_dataset_refused(world, case, tmp_path):
+    hostile = _scan_dataset(tmp_path / f"scan-{case}.h5")
+    member = "scans/subject_2/faces" if case != "virtual" else "scans/subject_2/vertices"
+    maker = {"external-raw": _external_raw, "external-link": _external_link, "virtual": _virtual,
+             "compound": _compound}[case](world)
+    with h5py.File(hostile, "a") as f:
+        _replace(f, member, maker)
+    code, output = _run("datasets", "info", hostile)
+    _assert_refused(code, output, hostile, (member,))
+
+
+def test_scan_member_of_wrong_kind_refused_before_reading(tmp_path):
+    hostile = _scan_dataset(tmp_path / "scan-kind.h5")
+    with h5py.File(hostile, "a") as f:
+        del f["scans/subject_1/faces"]
+        f["scans/subject_1/faces"] = np.zeros((4, 3), np.float32)  # float indices
+    code, output = _run("datasets", "info", hostile)
+    _assert_refused(code, output, hostile, ("scans/subject_1/faces",))
+    assert "expected int" in output

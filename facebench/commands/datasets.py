@@ -13,6 +13,7 @@ import click
 
 from facebench.commands.base import EXIT_INVALID_INPUT, FacebenchGroup
 from facebench.errors import FacebenchError
+from facebench.safe_hdf5 import parse_json
 
 
 @click.group(cls=FacebenchGroup)
@@ -149,8 +150,9 @@ def info(file: Path) -> None:
             preparation = attrs.get("preparation")
             if preparation:
                 if isinstance(preparation, str):
-                    preparation = json.loads(preparation)
-                report = preparation.get("report", {})
+                    preparation = parse_json(preparation, path=file, member="preparation")
+                report = preparation.get("report", {}) if isinstance(preparation, dict) else {}
+                report = report if isinstance(report, dict) else {}
                 base = report.get("index_base") or {}
                 if "base" in base:
                     click.echo(f"index base: {base['base']} ({base.get('rule', base.get('mode'))})")

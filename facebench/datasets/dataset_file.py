@@ -60,6 +60,8 @@ VERSION = 1
 #: Per-sample arrays: name -> (trailing shape builder, dtype). ``{H}``, ``{W}``, ``{V}``, ``{L}``... resolved at creation.
 #: Most face-index entries (3 per triangle) a dataset's shared ``faces`` may declare.
 MAX_FACE_INDICES = 3 * 20_000_000
+#: Most vertices one scan may declare.
+MAX_SCAN_VERTICES = 20_000_000
 #: Most landmarks a dataset may declare.
 MAX_LANDMARKS = 100_000
 PER_SAMPLE_FIELDS = (
@@ -354,7 +356,13 @@ def check_scan_file(f: h5py.File, path: Path) -> None:
     missing = [k for k in REQUIRED_SCAN_FIELDS if k not in f]
     if missing:
         raise InputFileError(path, f"scan dataset lacks {', '.join(missing)}")
-    n = f["ids"].shape[0]
+    n = checked_dataset(f, "ids", kind="string", ndim=1, path=path).shape[0]
+    L = checked_dataset(f, "landmark_names", kind="string", ndim=1, max_elements=MAX_LANDMARKS, path=path).shape[0]
+    checked_dataset(f, "images", kind="int", shape=(None, None, None, 3), path=path)
+    checked_dataset(f, "scan_landmarks", kind="float", shape=(None, L, 3), path=path)
+    checked_dataset(f, "scan_landmark_indices", kind="int", shape=(None, L), path=path)
+    if not isinstance(f["scans"], h5py.Group):
+        raise InputFileError(path, "member 'scans' is not a group")
     wrong = [k for k in ("images", "face_boxes", "frame_sizes", "scan_landmarks", "scan_landmark_indices")
              if f[k].shape[0] != n]
     if wrong:
@@ -363,8 +371,14 @@ def check_scan_file(f: h5py.File, path: Path) -> None:
 
 def read_scan(f: h5py.File, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
     """The scan of ``sample_id``: ``vertices (V,3)`` float64 mm and ``faces (F,3)`` int64."""
-    group = f["scans"][sample_id]
-    return group["vertices"][()].astype(np.float64), group["faces"][()].astype(np.int64)
+    path = Path(f.filename)
+    group = f["scans"].get(sample_id)
+    if not isinstance(group, h5py.Group):
+        raise InputFileError(path, f"member 'scans/{sample_id}' is missing")
+    vertices = checked_dataset(group, "vertices", kind="float", shape=(None, 3), max_elements=3 * MAX_SCAN_VERTICES,
+                               path=path)
+    faces = checked_dataset(group, "faces", kind="int", shape=(None, 3), max_elements=MAX_FACE_INDICES, path=path)
+    return vertices[()].astype(np.float64), faces[()].astype(np.int64)
 
 
 def _decode(value) -> str:
