@@ -189,3 +189,19 @@ def test_scan_member_of_wrong_kind_refused_before_reading(tmp_path):
     code, output = _run("datasets", "info", hostile)
     _assert_refused(code, output, hostile, ("scans/subject_1/faces",))
     assert "expected int" in output
+
+
+@pytest.mark.parametrize("member, make", [
+    ("landmarks_2d", lambda f, n: f.create_dataset("landmarks_2d", shape=(n, 10**8, 2), dtype=np.float32)),
+    ("vertices", lambda f, n: f.create_dataset("vertices", shape=(n, 10, 3), dtype=np.int64)),
+    ("images", lambda f, n: f.create_dataset("images", shape=(n, 2**20, 2**20, 3), dtype=np.uint8)),
+])
+def test_per_sample_members_checked_against_the_header_before_reading(world, tmp_path, member, make):
+    hostile = tmp_path / f"header-{member}.h5"
+    shutil.copy(world["dataset"], hostile)
+    with h5py.File(hostile, "a") as f:
+        n = f["ids"].shape[0]
+        del f[member]
+        make(f, n)
+    code, output = _run("datasets", "info", hostile)
+    _assert_refused(code, output, hostile, (member,))

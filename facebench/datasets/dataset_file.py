@@ -240,15 +240,33 @@ class FaceDataset:
                 missing = [k for k in ("ids", *PER_SAMPLE_FIELDS) if k not in f]
                 if missing:
                     raise InputFileError(self.path, f"dataset lacks {', '.join(missing)}")
-                wrong = [k for k in (*PER_SAMPLE_FIELDS, *self.extra_fields) if f[k].shape[0] != self.n]
-                if wrong:
-                    raise InputFileError(self.path, f"{', '.join(wrong)} do not have {self.n} rows like ids")
+                self._check_sample_members(f)
         except InputFileError:
             raise
         except (OSError, KeyError, RuntimeError) as error:  # h5py on corrupted metadata
             raise InputFileError(self.path, f"unreadable dataset file: {error}") from None
         self._file = None
         self._pid = None
+
+    def _check_sample_members(self, f: h5py.File) -> None:
+        """Kinds and shapes of every per-sample member against the header (``n`` rows, ``V``
+        vertices, ``L`` landmarks, the image size), before any of them is read."""
+        n, V, L = self.n, self.n_vertices, len(self.landmark_indices)
+        hw = self.attrs.get("image_size")
+        H, W = (int(hw[0]), int(hw[1])) if isinstance(hw, list) and len(hw) == 2 else (None, None)
+        expected = {
+            "images": ("int", (n, H, W, 3)), "reflectance_images": ("int", (n, H, W, 3)),
+            "masks": ("number" if f["masks"].dtype.kind != "b" else "bool", (n, H, W)),
+            "vertices": ("float", (n, V, 3)), "landmarks_2d": ("float", (n, L, 2)), "q": ("float", (n, 4)),
+            "t": ("float", (n, 3)), "sh": ("float", (n, 9, 3)), "yaw": ("float", (n,)), "pitch": ("float", (n,)),
+            "roll": ("float", (n,)),
+        }
+        for name, (kind, shape) in expected.items():
+            checked_dataset(f, name, kind=kind, shape=shape, path=self.path)
+        for name in self.extra_fields:
+            checked_dataset(f, name, kind="int", shape=(n,), path=self.path)
+        for name in self.coefficient_fields:
+            checked_dataset(f["coefficients"], name, kind="float", shape=(n, None), path=self.path)
 
     @property
     def is_scan_dataset(self) -> bool:
