@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ObjMesh", "Mesh", "fan_triangulate"]
+from facebench.errors import InputFileError
+
+__all__ = ["ObjMesh", "Mesh", "fan_triangulate", "MAX_MESH_BYTES", "read_mesh_bytes"]
+
+#: Largest mesh file any reader takes (bytes): far above a dense head scan (~100 MB as text).
+MAX_MESH_BYTES = 2 * 2**30
 
 
 @dataclasses.dataclass(eq=False)
@@ -77,3 +82,18 @@ def fan_triangulate(corners: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray,
     corners = np.asarray(corners, dtype=np.int64)
     faces = np.stack([corners[base], corners[base + j + 1], corners[base + j + 2]], axis=1)
     return faces, face_polygon
+
+
+def read_mesh_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a mesh file, refused (InputFileError, one line) when missing, unreadable or larger
+    than ``limit`` (default :data:`MAX_MESH_BYTES`) before anything is read."""
+    limit = MAX_MESH_BYTES if limit is None else limit
+    if not path.is_file():
+        raise InputFileError(path, "no such file")
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputFileError(path, f"mesh file of {size} bytes, more than the {limit} a mesh may take")
+        return path.read_bytes()
+    except OSError as error:
+        raise InputFileError(path, f"cannot read file ({error.strerror or error})") from None

@@ -29,7 +29,7 @@ import numpy as np
 
 from facebench.atomic import atomic_path
 from facebench.errors import InputFileError
-from facebench.mesh import Mesh, ObjMesh, fan_triangulate
+from facebench.mesh import Mesh, ObjMesh, fan_triangulate, read_mesh_bytes
 from facebench.meshio_vrml import read_vrml
 
 __all__ = ["ObjMesh", "Mesh", "fan_triangulate", "read_obj", "read_ply", "read_mesh", "write_mesh",
@@ -77,12 +77,7 @@ _STATEMENT = {kind: re.compile(rf"^[ \t]*{kind}[ \t]+([^\n#]*)", re.M) for kind 
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as error:
-        raise InputFileError(path, f"cannot read file ({error.strerror or error})") from None
+    text = read_mesh_bytes(path).decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
@@ -206,9 +201,7 @@ def read_ply(path: str | Path) -> ObjMesh:
         InputFileError: missing file, bad header, truncated data, indices out of range.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    data = path.read_bytes()
+    data = read_mesh_bytes(path)
     fmt, elements, offset = _ply_header(path, data)
     parsed: dict[str, dict[str, np.ndarray]] = {}
     if fmt == "ascii":
@@ -240,7 +233,11 @@ def _ply_header(path: Path, data: bytes) -> tuple[str, list[_PlyElement], int]:
             if words[0] == "format":
                 fmt = words[1]
             elif words[0] == "element":
-                elements.append(_PlyElement(words[1], int(words[2]), []))
+                count = int(words[2])
+                if not 0 <= count <= len(data):  # every row takes at least one byte
+                    raise InputFileError(path, f"PLY element '{words[1]}' declares {count} rows in a "
+                                               f"{len(data)}-byte file")
+                elements.append(_PlyElement(words[1], count, []))
             elif words[0] == "property" and words[1] == "list":
                 elements[-1].properties.append((words[4], _PLY_TYPES[words[3]], _PLY_TYPES[words[2]]))
             elif words[0] == "property":

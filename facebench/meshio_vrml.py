@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from facebench.errors import InputFileError
-from facebench.mesh import ObjMesh, fan_triangulate
+from facebench.mesh import ObjMesh, fan_triangulate, read_mesh_bytes
 
 __all__ = ["read_vrml", "parse_vrml"]
 
@@ -56,13 +56,7 @@ def read_vrml(path: str | Path) -> ObjMesh:
     Raises:
         InputFileError: missing/unreadable or malformed file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputFileError(path, f"cannot read file ({error.strerror or error})") from None
+    data = read_mesh_bytes(Path(path))
     return parse_vrml(data.decode("utf-8", errors="replace"), path)
 
 

@@ -178,3 +178,27 @@ def test_ict_neutral_obj_is_read_fast_and_right():
     # first face line of the file: "f 874/1 12/2 871/3 873/4" -> two triangles
     np.testing.assert_array_equal(mesh.faces[:2], [[873, 11, 870], [873, 870, 872]])
     assert elapsed < 1.0, f"read_obj took {elapsed:.2f} s"
+
+
+def test_mesh_files_over_the_size_limit_are_refused_before_reading(tmp_path, monkeypatch):
+    import facebench.mesh as mesh_module
+    from facebench.meshio import read_mesh
+
+    path = tmp_path / "big.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    monkeypatch.setattr(mesh_module, "MAX_MESH_BYTES", 10)
+    for suffix in (".obj", ".ply", ".wrl"):
+        target = path.with_suffix(suffix)
+        target.write_bytes(path.read_bytes())
+        with pytest.raises(InputFileError, match="more than the 10 a mesh may take"):
+            read_mesh(target)
+
+
+def test_ply_declaring_more_rows_than_bytes_is_refused(tmp_path):
+    from facebench.meshio import read_ply
+
+    path = tmp_path / "huge.ply"
+    path.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 1000000000\nproperty float x\n"
+                     b"property float y\nproperty float z\nend_header\n" + b"\0" * 12)
+    with pytest.raises(InputFileError, match="declares 1000000000 rows"):
+        read_ply(path)
