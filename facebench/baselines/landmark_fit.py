@@ -47,6 +47,7 @@ from facebench.atomic import atomic_path
 from facebench.conventions import matrix_to_quat, pose_from_angles, quat_to_matrix
 from facebench.device import resolve_device
 from facebench.errors import InputFileError
+from facebench.safe_hdf5 import open_hdf5
 
 __all__ = ["FitResult", "fit_landmarks", "fit_dataset", "METHOD", "CONTOUR_LANDMARKS", "INITIAL_YAWS_DEG"]
 
@@ -412,7 +413,7 @@ def _read_inputs(dataset_path: Path):
         landmarks = dataset.array("landmarks_2d")
         K = dataset.shared_K if dataset.shared_K is not None else dataset.array("K")
         ids = dataset.ids
-        with h5py.File(dataset_path, "r") as f:
+        with open_hdf5(dataset_path) as f:
             n_vertices = int(f["vertices"].shape[1]) if "vertices" in f else None
     except (OSError, KeyError) as error:
         raise InputFileError(dataset_path, f"unreadable dataset file: {error}") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from facebench.commands.base import EXIT_INVALID_INPUT, FacebenchGroup
+from facebench.safe_hdf5 import open_hdf5
 
 
 @click.group(cls=FacebenchGroup)
@@ -39,28 +40,34 @@ def submission_validate(ctx, dataset_path, submission_path, require_pose, topolo
 @submission.command("template")
 @click.option("--dataset", "dataset_path", required=True, type=click.Path(path_type=Path),
               help="The dataset file (.h5).")
-@click.option("--kind", required=True, type=click.Choice(["gt", "mean", "noisy"]),
-              help="gt: the ground truth; mean: the mean shape at the true pose; noisy: ground truth + noise.")
+@click.option("--kind", required=True, type=click.Choice(["gt", "mean", "noisy", "oracle"]),
+              help="gt: the ground truth; mean: the mean shape at the true pose; noisy: ground truth + noise; "
+                   "oracle: the least-squares fit of the ground truth in the model's span, at the true pose.")
 @click.option("--out", "out_path", required=True, type=click.Path(path_type=Path), help="The submission .h5 to write (a folder for scan datasets).")
 @click.option("--noise-mm", default=1.0, show_default=True, help="noisy: vertex noise std per coordinate, mm.")
 @click.option("--pose-noise-deg", default=2.0, show_default=True, help="noisy: rotation error of every sample, degrees.")
 @click.option("--translation-noise-mm", default=0.0, show_default=True,
               help="noisy: translation noise std per coordinate, mm.")
 @click.option("--seed", default=0, show_default=True, help="noisy: random seed.")
-def submission_template(dataset_path, kind, out_path, noise_mm, pose_noise_deg, translation_noise_mm, seed) -> None:
+@click.option("--identity-dims", type=int, default=None,
+              help="oracle: identity modes of the span (default: the dataset's predictor span, else all).")
+@click.option("--expression-dims", type=int, default=None,
+              help="oracle: expression modes of the span (0 for an identity-only regressor).")
+def submission_template(dataset_path, kind, out_path, noise_mm, pose_noise_deg, translation_noise_mm, seed,
+                        identity_dims, expression_dims) -> None:
     """Write an example submission (a golden fixture) for a dataset."""
-    import h5py
 
     from facebench.benchmark.templates import METHODS, write_template
 
     path = write_template(dataset_path, kind, out_path, noise_mm=noise_mm, pose_noise_deg=pose_noise_deg,
-                          translation_noise_mm=translation_noise_mm, seed=seed)
+                          translation_noise_mm=translation_noise_mm, seed=seed, identity_dims=identity_dims,
+                          expression_dims=expression_dims)
     if path.is_dir():  # scan datasets: a folder of meshes with manifest.json
         meshes = sorted(path.glob("*.ply"))
         click.echo(f"wrote {path}/ ({len(meshes)} meshes + manifest.json, method {METHODS[kind]}, each scan placed "
                    "by a random similarity)")
         return
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         n, method = f["ids"].shape[0], f.attrs["method"]
         source = f.attrs.get("mean_source")
     extra = f", mean from {source}" if source else ""

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from facebench.atomic import atomic_path
-from facebench.errors import ModelFileError
+from facebench.errors import InputFileError, ModelFileError
+from facebench.safe_hdf5 import parse_json
 
 #: Number of iBUG-68 landmarks.
 N_LANDMARKS = 68
@@ -341,15 +342,18 @@ class MorphableModel:
                 if missing:
                     raise ModelFileError(path, f"not a facebench model file: missing {', '.join(missing)}")
                 arrays = {field: data[field] for field in _ARRAY_FIELDS}
-                header = json.loads(str(data["header"]))
+                header = parse_json(str(data["header"]), path=path, member="header")
         except ModelFileError:
             raise
+        except InputFileError as error:  # the header's JSON: too long, too deep or invalid
+            raise ModelFileError(path, error.message) from None
         except ValueError as error:  # pickled object arrays, bad JSON
             raise ModelFileError(path, f"cannot read model arrays: {error}") from None
         except Exception as error:  # zipfile.BadZipFile, EOFError, OSError on truncated files
             raise ModelFileError(path, f"unreadable or truncated .npz ({type(error).__name__}: {error})") from None
         if not isinstance(header, dict) or header.get("format") != NPZ_FORMAT:
-            raise ModelFileError(path, f"not a facebench model file (format {header.get('format')!r})")
+            found = header.get("format") if isinstance(header, dict) else None
+            raise ModelFileError(path, f"not a facebench model file (format {found!r})")
         if header.get("version") != NPZ_VERSION:
             raise ModelFileError(path, f"unsupported model file version {header.get('version')!r}")
         return cls(

@@ -92,6 +92,7 @@ from facebench.atomic import atomic_path
 from facebench.baselines.encoders import SmallEncoder
 from facebench.errors import FacebenchError, InputFileError
 from facebench.render import RenderOutput, default_sh, render
+from facebench.safe_hdf5 import parse_json
 
 __all__ = [
     "CORRECTIVE_KINDS",
@@ -538,10 +539,7 @@ def decode_reconstruction(path) -> tuple[list[str], MultiLevelParams, dict]:
     missing = [k for k in ("ids", "metadata", *PARAM_FIELDS) if k not in contents]
     if missing:
         raise InputFileError(path, f"missing arrays: {', '.join(missing)}")
-    try:
-        metadata = json.loads(str(contents["metadata"]))
-    except ValueError:
-        raise InputFileError(path, "metadata is not JSON") from None
+    metadata = parse_json(str(contents["metadata"]), path=path, member="metadata")
     if not isinstance(metadata, dict) or metadata.get("format") != CODE_FORMAT:
         raise InputFileError(path, f"not a multi-level reconstruction file (format "
                                    f"{metadata.get('format') if isinstance(metadata, dict) else None!r})")
