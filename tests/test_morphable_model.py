@@ -155,3 +155,16 @@ def test_vertex_normals_point_outward(tetra):
     centroid = tetra.mean.mean(axis=0)
     assert np.all(np.sum(normals * (tetra.mean - centroid), axis=1) > 0)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0)
+
+
+@pytest.mark.parametrize("header, why", [("[" * 100_000 + "]" * 100_000, "deeper than"),
+                                          ("[1, 2]", "format None"), ("{nope", "not valid JSON")])
+def test_npz_model_header_json_is_bounded_and_checked(tmp_path, header, why):
+    path = MorphableModel(**tetra_model_arrays()).save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["header"] = np.array(header)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelFileError, match=why) as info:
+        MorphableModel.load_npz(tmp_path / "bad.npz")
+    assert str(tmp_path / "bad.npz") in str(info.value) and "\n" not in str(info.value)
