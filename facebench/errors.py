@@ -27,3 +27,12 @@ class InputFileError(FacebenchError):
 
 class ModelFileError(InputFileError):
     """A face-model file (or folder) cannot be read as the model it claims to be."""
+
+
+class InvalidInputError(FacebenchError, ValueError):
+    """Bad input raised on purpose (an option out of range, a value a file must not hold).
+
+    A ``ValueError`` too, so library callers that catch ``ValueError`` keep working; the CLI maps
+    it (like every :class:`FacebenchError`) to one ``error:`` line and exit 2, whereas a plain
+    ``ValueError`` is a programming error: ``internal error``, exit 1.
+    """

@@ -404,7 +404,7 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
 
     gt = points_array(gt_vertices, "ground-truth vertices")
     if not np.all(np.isfinite(gt)):
-        raise ValueError("ground-truth vertices contain NaN or Inf")
+        raise AlignmentError("ground-truth vertices contain NaN or Inf")
     mesh = prepared if prepared is not None else PreparedMesh(pred_vertices, pred_faces)
     lap("prepare")
     center = None

@@ -33,6 +33,7 @@ import pandas as pd
 from facebench import __version__
 from facebench.atomic import atomic_path
 from facebench.benchmark import metrics
+from facebench.benchmark.method_name import check_method_name
 from facebench.benchmark.protocols import Protocol
 from facebench.datasets.dataset_file import FaceDataset
 from facebench.errors import FacebenchError
@@ -106,7 +107,8 @@ def score(
     topology = "dataset" if protocol.topology == "corresponding" else "any"
     with load_submission(submission_path, dataset, topology=topology) as submission:
         timings["validate"] = time.perf_counter() - t0
-        method = method or submission.method or "unnamed"
+        method = (check_method_name(method, where="--method") if method is not None
+                  else (submission.report.method if submission.report else None) or "unnamed")  # validated name
         t1 = time.perf_counter()
         if protocol.topology == "corresponding":
             values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress)
@@ -208,6 +210,10 @@ def _scan_params(protocol: Protocol):
     )
 
 
+class _ScanUnreadable(Exception):
+    """A sample's ground-truth scan is missing or unreadable in the dataset file: that sample fails."""
+
+
 def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None):
     """Align and measure one sample at a time. Ground truth: ``dataset.scan(i)`` (the sample's own
     scan for MICC/FaceWarehouse files, the vertices with the shared faces for synthetic ones) and
@@ -229,16 +235,17 @@ def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progres
         kept = 0
         if sample.vertices is not None:
             try:
-                gt, gt_faces = dataset.scan(i)
-                gt_landmarks = dataset.scan_landmarks(i)
+                try:
+                    gt, gt_faces = dataset.scan(i)
+                    gt_landmarks = dataset.scan_landmarks(i)
+                except (KeyError, OSError) as error:  # a scan group missing or unreadable in the file
+                    raise _ScanUnreadable(f"ground-truth scan unreadable ({type(error).__name__}: {error})") from None
                 if sample.landmarks is None:
                     raise AlignmentError("the submission gives no landmarks for this prediction")
                 result = align_and_measure(sample.vertices, sample.faces, sample.landmarks, gt, gt_faces,
                                            gt_landmarks, params)
-            except (AlignmentError, ValueError) as error:
+            except (AlignmentError, _ScanUnreadable) as error:  # only these: a bug is an internal error, exit 1
                 errors[i] = str(error)
-            except (KeyError, OSError) as error:  # a scan group missing or unreadable in the file
-                errors[i] = f"ground-truth scan unreadable ({type(error).__name__}: {error})"
             else:
                 values["shape_mm"][i] = result.mean_mm
                 values["median_mm"][i] = result.median_mm

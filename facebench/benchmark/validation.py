@@ -76,8 +76,12 @@ def validate_submission(submission_path: str | Path, dataset, *, require_pose: b
                     submitted = check_hdf5(source.root, expect, report, chunk_size)
                 else:
                     submitted = check_folder(source.root, expect, report)
-            except (OSError, KeyError, ValueError) as error:  # corrupt data, missing filter plugin...
-                report.add("error", "unreadable", f"{source.root}: reading failed ({type(error).__name__}: {error})")
+            except (OSError, KeyError, ValueError, RuntimeError) as error:  # corrupt data or metadata (h5py)...
+                reason = (str(error).strip().splitlines() or [""])[0][:200]
+                report.add("error", "unreadable", f"unreadable submission: {type(error).__name__}: {reason} "
+                                                  f"({source.root})")
+            except RecursionError:
+                report.add("error", "unreadable", f"unreadable submission: structures nested too deep ({source.root})")
     except UnsafeArchiveError as error:
         report.add("error", "unsafe-zip", str(error))
     except InputFileError as error:

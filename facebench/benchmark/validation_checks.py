@@ -16,12 +16,14 @@ from collections import Counter
 
 import numpy as np
 
+from facebench.benchmark.method_name import MAX_LENGTH, check_method_name, method_name_problem
 from facebench.benchmark.submission_format import FORMAT, VERSION, dataset_vertex_count
 from facebench.benchmark.validation_report import ValidationReport
 
 __all__ = ["MIN_EXTENT_MM", "MAX_EXTENT_MM", "QUATERNION_TOLERANCE", "DEGENERATE_AREA_MM2",
            "DEGENERATE_ERROR_FRACTION", "SIZE_RATIO_WARNING", "TRANSLATION_RATIO_WARNING", "EXTENT_SAMPLES",
-           "EXTENT_SCANS", "Expectations", "expectations", "ground_truth_extent", "IdCollector", "check_ids",
+           "EXTENT_SCANS", "SIZE_FACTOR", "MIN_VERTEX_BUDGET", "EXTRA_ROWS", "MAX_ID_BYTES", "MAX_ATTRIBUTE_BYTES",
+           "SizeBudget", "size_budget", "Expectations", "expectations", "ground_truth_extent", "IdCollector", "check_ids",
            "check_header", "check_pose_presence", "check_poses", "degenerate_counts", "inspect_block",
            "report_found"]
 
@@ -53,14 +55,82 @@ class Expectations:
     t_norm_mm: float | None     # median ground-truth ‖t‖
     require_pose: bool
     topology: str
+    budget: SizeBudget | None = None  # the most a submission may declare (None: no bound)
+
+
+#: A prediction may have this many times the vertices / triangles of the largest ground-truth mesh.
+SIZE_FACTOR = 4
+#: ... or at least this many vertices (a floor, so small test datasets accept usual face models);
+#: triangles: twice as many.
+MIN_VERTEX_BUDGET = 100_000
+#: Submission rows (ids, vertices, poses) accepted beyond the dataset's sample count.
+EXTRA_ROWS = 64
+#: Longest fixed-length id string (bytes) and header attribute (bytes) read.
+MAX_ID_BYTES = 1024
+MAX_ATTRIBUTE_BYTES = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeBudget:
+    """The largest sizes a submission may declare, derived from its dataset, checked on the declared
+    shapes and types **before** any array is read, so no submission makes facebench allocate more
+    than a small multiple of the ground truth (:data:`SIZE_FACTOR`, :data:`MIN_VERTEX_BUDGET`)."""
+
+    max_rows: int       # ids, vertices, q, t, landmarks rows: 2 × samples + EXTRA_ROWS
+    max_vertices: int   # per prediction
+    max_faces: int      # triangles of the predicted topology
+    max_landmarks: int  # landmark_indices entries / landmarks per sample
+
+    def problem(self, name: str, shape) -> str | None:
+        """Why a declared ``shape`` of field ``name`` is beyond the budget (None when within)."""
+        if shape is None:
+            return None
+        limits = {"ids": (self.max_rows,), "vertices": (self.max_rows, self.max_vertices, None),
+                  "faces": (self.max_faces, None), "landmark_indices": (self.max_landmarks,),
+                  "landmarks": (self.max_rows, self.max_landmarks, None), "q": (self.max_rows, None),
+                  "t": (self.max_rows, None)}.get(name)
+        if limits is None:
+            return None
+        if len(shape) > 3 or any(int(s) > 16 for s in shape[len(limits):]):
+            return f"'{name}' declares shape {tuple(int(s) for s in shape)}: refused unread"
+        for axis, (size, limit) in enumerate(zip(shape, limits)):
+            if limit is not None and int(size) > limit:
+                what = {0: "rows", 1: "entries per row"}.get(axis, "entries")
+                if name in ("faces",):
+                    what = "triangles"
+                elif name == "vertices" and axis == 1:
+                    what = "vertices per prediction"
+                return (f"'{name}' declares {int(size)} {what}, more than the {limit} this dataset allows "
+                        f"(shape {tuple(int(s) for s in shape)}): refused unread")
+        return None
+
+
+def size_budget(dataset, n_vertices: int, faces: np.ndarray, n_landmarks: int) -> SizeBudget:
+    """The :class:`SizeBudget` of ``dataset``: from its sample count and its largest ground-truth
+    mesh (the shared topology, or every scan's declared shape, metadata only)."""
+    max_v, max_f = int(n_vertices), int(len(faces))
+    if getattr(dataset, "is_scan_dataset", False):
+        try:
+            scans = dataset._h5()["scans"]
+            for name in scans:
+                group = scans[name]
+                max_v = max(max_v, int(group["vertices"].shape[0]))
+                max_f = max(max_f, int(group["faces"].shape[0]))
+        except (KeyError, OSError, TypeError, AttributeError):  # unreadable scans fail later, per sample
+            pass
+    vertices = max(SIZE_FACTOR * max_v, MIN_VERTEX_BUDGET)
+    return SizeBudget(max_rows=2 * len(dataset.ids) + EXTRA_ROWS, max_vertices=vertices,
+                      max_faces=max(SIZE_FACTOR * max_f, 2 * vertices), max_landmarks=max(4 * n_landmarks, 256))
 
 
 def expectations(dataset, require_pose: bool, topology: str) -> Expectations:
     """What ``dataset`` (a :class:`facebench.datasets.dataset_file.FaceDataset`) expects of a submission."""
     n_vertices = dataset_vertex_count(dataset)
     t_norm = float(np.median(np.linalg.norm(dataset.read("t"), axis=-1))) if "t" in dataset.fields else None
-    return Expectations(list(dataset.ids), n_vertices, np.asarray(dataset.faces, np.int64),
-                         len(dataset.landmark_indices), ground_truth_extent(dataset), t_norm, require_pose, topology)
+    faces = np.asarray(dataset.faces, np.int64)
+    n_landmarks = len(dataset.landmark_indices)
+    return Expectations(list(dataset.ids), n_vertices, faces, n_landmarks, ground_truth_extent(dataset), t_norm,
+                        require_pose, topology, size_budget(dataset, n_vertices, faces, n_landmarks))
 
 
 #: Ground-truth samples read to estimate the typical extent (mm).
@@ -116,19 +186,33 @@ def _plain(value):
     return value
 
 
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (values from strangers can be megabytes long)."""
+    text = repr(value) if not isinstance(value, str | bytes) or len(value) <= 4 * limit else repr(value[:limit])
+    return text if len(text) <= limit else text[:limit] + f"… ({len(value) if hasattr(value, '__len__') else '?'} long)"
+
+
 def check_header(fmt, version, method, report: ValidationReport, where: str) -> None:
+    raw_method = method
     fmt, version, method = _plain(fmt), _plain(version), _plain(method)
     report.format = None if fmt is None else str(fmt)
     if fmt != FORMAT:
-        report.add("error", "unknown-format", f"{where} 'format' is {fmt!r}, expected {FORMAT!r}")
+        report.add("error", "unknown-format", f"{where} 'format' is {_short(fmt)}, expected {FORMAT!r}")
     report.version = version if isinstance(version, int) and not isinstance(version, bool) else None
     if report.version != VERSION:
-        report.add("error", "unsupported-version", f"{where} 'version' is {version!r}; this facebench reads "
+        report.add("error", "unsupported-version", f"{where} 'version' is {_short(version)}; this facebench reads "
                                                    f"version {VERSION}")
-    if method is None or not str(method).strip():
+    if isinstance(raw_method, bytes | np.bytes_):
+        method = bytes(raw_method)  # judged as bytes: non-UTF-8 is refused, never replaced
+    if method is None or (isinstance(method, str | bytes) and not method.strip()):
         report.add("warning", "missing-method", f"no 'method' name in the {where} (results will be unnamed)")
+        return
+    problem = method_name_problem(method)
+    if problem is not None:  # the rule score, leaderboard and the service apply: refused here too
+        report.add("error", "bad-method-name", f"{where} 'method' {problem} (a method name is 1–{MAX_LENGTH} "
+                                               "printable characters, trimmed)")
     else:
-        report.method = str(method)
+        report.method = check_method_name(method)
 
 
 def check_pose_presence(has_q: bool, has_t: bool, expect: Expectations, report: ValidationReport) -> None:

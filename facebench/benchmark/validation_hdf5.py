@@ -16,6 +16,8 @@ import numpy as np
 
 from facebench.benchmark.submission_format import FIELDS
 from facebench.benchmark.validation_checks import (
+    MAX_ATTRIBUTE_BYTES,
+    MAX_ID_BYTES,
     Expectations,
     IdCollector,
     check_header,
@@ -101,6 +103,40 @@ def _describe(dtype: np.dtype, kind: str) -> str:
             "array": "array-typed", "string": "string"}.get(kind, str(dtype))
 
 
+def _header_attribute(f: h5py.File, name: str, report: ValidationReport):
+    """A header attribute, read only when its declared size is small (None when absent or refused)."""
+    if name not in f.attrs:
+        return None
+    try:
+        attr = f.attrs.get_id(name)
+        declared = int(np.prod(attr.shape or (), dtype=object)) * attr.dtype.itemsize
+        if declared > MAX_ATTRIBUTE_BYTES:
+            report.add("error", "too-large", f"file attribute '{name}' declares {declared} bytes, more than "
+                                             f"{MAX_ATTRIBUTE_BYTES}: refused unread")
+            return None
+        value = f.attrs[name]
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        report.add("error", "unreadable", f"file attribute '{name}' is unreadable ({type(error).__name__})")
+        return None
+    if isinstance(value, str | bytes) and len(value) > MAX_ATTRIBUTE_BYTES:
+        report.add("error", "too-large", f"file attribute '{name}' holds {len(value)} characters, more than "
+                                         f"{MAX_ATTRIBUTE_BYTES}")
+        return None
+    return value
+
+
+def _within_budget(name: str, dset: h5py.Dataset, expect: Expectations, report: ValidationReport) -> bool:
+    """The declared shape (and, for ids, the string width) fits the dataset's size budget; checked
+    before anything of ``dset`` is read."""
+    problem = expect.budget.problem(name, dset.shape) if expect.budget is not None else None
+    if problem is None and name == "ids" and dset.dtype.kind == "S" and dset.dtype.itemsize > MAX_ID_BYTES:
+        problem = f"'ids' are {dset.dtype.itemsize}-byte strings, more than {MAX_ID_BYTES}: refused unread"
+    if problem is None:
+        return True
+    report.add("error", "too-large", problem)
+    return False
+
+
 def _check_shape(name: str, dset: h5py.Dataset, expected: tuple, report: ValidationReport) -> bool:
     """``expected`` holds ints or None (any size) per axis."""
     shape = dset.shape
@@ -119,7 +155,8 @@ def check_hdf5(path: Path, expect: Expectations, report: ValidationReport, chunk
         report.add("error", "unreadable", f"{path}: not a readable HDF5 file ({error})")
         return None
     with f:
-        check_header(f.attrs.get("format"), f.attrs.get("version"), f.attrs.get("method"), report, "file attribute")
+        check_header(*(_header_attribute(f, name, report) for name in ("format", "version", "method")), report,
+                     "file attribute")
         objects = _safe_objects(f, report)
         if "unsafe-hdf5" not in report.codes:  # nested groups, attributes, filters: never read outside the file
             try:
@@ -131,7 +168,8 @@ def check_hdf5(path: Path, expect: Expectations, report: ValidationReport, chunk
         for name in ("ids", "vertices"):
             if name not in names:
                 report.add("error", "missing-field", f"no '{name}' dataset")
-        good = {name: dset for name, dset in objects.items() if _check_dtype(name, dset, report)}
+        good = {name: dset for name, dset in objects.items()
+                if _check_dtype(name, dset, report) and _within_budget(name, dset, expect, report)}
         ids = None
         if "ids" in good and _check_shape("ids", good["ids"], (None,), report):
             try:

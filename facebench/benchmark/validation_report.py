@@ -12,9 +12,13 @@ Problem codes (E: error, W: warning):
 ``unsafe-zip``             E   a zip member outside the root, a link, a zip bomb (nothing extracted)
 ``unsafe-hdf5``            E   external or soft links, virtual or external storage (never followed)
 ``unsafe-path``            E   a symbolic link in a folder submission (never followed)
+``too-large``              E   an array or attribute declared beyond the dataset's size budget
+                               (:class:`facebench.benchmark.validation_checks.SizeBudget`), refused unread
 ``unknown-format``         E   ``format`` attribute is not ``"facebench-submission"``
 ``unsupported-version``    E   ``version`` is not 1
-``missing-method``         W   no ``method`` name
+``missing-method``         W   no ``method`` name (absent, empty or whitespace only)
+``bad-method-name``        E   a ``method`` that breaks :mod:`facebench.benchmark.method_name`'s rule
+                               (control or invisible characters, a lone surrogate, not UTF-8, > 100)
 ``missing-field``          E   no ``ids`` or no ``vertices``
 ``bad-dtype``              E   object / variable-length / opaque / compound / reference data (never
                                read, so never unpickled); integer vertices; float faces; non-string ids
@@ -142,6 +146,14 @@ class ValidationReport:
             raise ValueError(f"severity must be 'error' or 'warning', got {severity!r}")
         self.problems.append(Problem(severity, code, message, list(dict.fromkeys(str(i) for i in ids))))
 
+    def refusal_line(self) -> str:
+        """One line saying why the submission is refused: the first error and how many others."""
+        if self.ok:
+            return f"valid submission {self.submission}"
+        first, others = self.errors[0], len(self.errors) - 1
+        more = f" (and {others} other error(s))" if others else ""
+        return f"invalid submission {self.submission}: {first.code}: {_cut(first.message, 300)}{more}"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (every id listed)."""
         return {
@@ -168,14 +180,22 @@ class ValidationReport:
         ]
         verdict = "OK" if self.ok else "INVALID"
         lines.append(f"result:     {verdict}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        if not self.ok:  # the first line says why
+            lines.insert(0, self.refusal_line())
         for p in sorted(self.problems, key=lambda p: p.severity != "error"):
-            line = f"{p.severity:<8}{p.code}: {p.message}"
+            line = f"{p.severity:<8}{p.code}: {_cut(p.message, 500)}"
             if p.ids:
-                shown = ", ".join(p.ids[:max_ids])
+                shown = ", ".join(_cut(i, 60) for i in p.ids[:max_ids])
                 more = f", ... and {len(p.ids) - max_ids} more" if len(p.ids) > max_ids else ""
                 line += f" [ids: {shown}{more}]"
             lines.append(line)
         return "\n".join(lines)
+
+
+def _cut(text: str, limit: int) -> str:
+    """Strangers' strings (ids, values in messages) cut to ``limit`` characters for one line."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
 class InvalidSubmission(FacebenchError):
@@ -183,6 +203,4 @@ class InvalidSubmission(FacebenchError):
 
     def __init__(self, report: ValidationReport):
         self.report = report
-        first = report.errors[0] if report.errors else None
-        detail = f" (first: {first.code}: {first.message})" if first else ""
-        super().__init__(f"{report.submission}: invalid submission, {len(report.errors)} error(s){detail}")
+        super().__init__(report.refusal_line())

@@ -1,7 +1,12 @@
 """What every facebench command group shares: one-line errors and exit codes.
 
-Errors a user can fix (bad files, bad options) print one ``error:`` line and exit 2; unexpected
-failures print one ``internal error:`` line and exit 1 (``facebench --debug ...`` re-raises).
+Errors a user can fix print one ``error:`` line and exit 2: only exceptions raised on purpose for
+bad input (:class:`facebench.errors.FacebenchError` and its subclasses, e.g. ``InputFileError``,
+``InvalidInputError``, an invalid submission) and the operating system's verdict on a path the user
+gave (:data:`USER_OS_ERRORS`: not found, exists, permission denied, not a directory...). Everything
+else — a plain ``ValueError``, ``KeyError``, ``RuntimeError``, ``MemoryError``, any other
+``OSError`` — is a bug or a machine failure, never blamed on the user: one ``internal error:`` line
+and exit 1 (``facebench --debug ...`` re-raises with the traceback).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from facebench.errors import FacebenchError
 EXIT_INVALID_INPUT = 2
 EXIT_INTERNAL_ERROR = 1
 
+#: OSErrors that are about a path the user gave (fixable by the user): exit 2.
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
 
 class FacebenchGroup(click.Group):
     """A click group that turns exceptions into one line and an exit code, never a traceback."""
@@ -28,7 +36,7 @@ class FacebenchGroup(click.Group):
         except BrokenPipeError:  # e.g. `facebench models info | head`: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(0)
-        except (FacebenchError, ValueError, OSError) as error:
+        except (FacebenchError, *USER_OS_ERRORS) as error:
             _fail(ctx, error, f"error: {error}", EXIT_INVALID_INPUT)
         except KeyboardInterrupt as error:
             _fail(ctx, error, "interrupted", 130)

@@ -40,8 +40,8 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board) -
             result = score(dataset, submission, protocol, method=method, progress=progress)
         except InvalidSubmission as error:
             bar.close()
+            click.echo(f"error: {error.report.refusal_line()}; not scored", err=True)  # first line: why
             click.echo(error.report.to_text(), err=True)
-            click.echo(f"error: invalid submission {submission}: not scored", err=True)
             ctx.exit(EXIT_INVALID_INPUT)
     paths = write_results(result, out)
     summary = result.summary

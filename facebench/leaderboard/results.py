@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from facebench.benchmark.method_name import method_name_problem
 from facebench.errors import InputFileError
 
 __all__ = [
@@ -223,8 +224,9 @@ def parse_summary(data: Any, path: Path) -> dict[str, Any]:
     if version != RESULTS_VERSION:
         raise InputFileError(path, f"unsupported results version {version!r} (this facebench reads {RESULTS_VERSION})")
     method = _require(data, "method", str, path)
-    if not method.strip():
-        raise InputFileError(path, "'method' is empty")
+    problem = method_name_problem(method)  # the rule validate and score apply
+    if problem is not None:
+        raise InputFileError(path, f"'method' {problem}")
     protocol = _require(data, "protocol", Mapping, path)
     for key in ("name", "version"):
         _require(protocol, key, (str, int, float), path, "protocol.")

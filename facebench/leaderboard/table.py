@@ -13,6 +13,7 @@ Rows are sorted by protocol, protocol version and dataset, then by the protocol'
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from facebench.atomic import atomic_path
+from facebench.benchmark.method_name import csv_safe, csv_unescape
 from facebench.errors import FacebenchError, InputFileError
 from facebench.leaderboard.results import METRIC_KEYS, STAT_KEYS, Results, ordered_metric_keys
 
@@ -135,6 +137,8 @@ def read_board(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY_COLUMNS if c not in frame.columns]
     if missing:
         raise InputFileError(path, f"not a leaderboard CSV: missing column(s) {', '.join(missing)}")
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    frame = frame.assign(**{c: frame[c].map(csv_unescape) for c in text_columns})  # write_board's csv_safe undone
     return _normalize(frame)
 
 
@@ -142,8 +146,10 @@ def write_board(path: str | Path, frame: pd.DataFrame) -> Path:
     """Write the (normalized, sorted) board atomically; return the path."""
     path = Path(path)
     frame = _normalize(frame)
+    text_columns = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    frame = frame.assign(**{c: frame[c].map(csv_safe) for c in text_columns})  # formula cells neutralized
     with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.10g")
+        frame.to_csv(tmp, index=False, float_format="%.10g", quoting=csv.QUOTE_MINIMAL)
     return path
 
 
@@ -151,7 +157,10 @@ def write_board(path: str | Path, frame: pd.DataFrame) -> Path:
 def board_lock(board_dir: str | Path, timeout_s: float | None = 600.0) -> Iterator[Path]:
     """Hold the exclusive lock of a board folder (``fcntl.flock`` on ``.leaderboard.lock``).
 
-    Not re-entrant: do not nest it for the same folder in one process.
+    Not re-entrant: do not nest it for the same folder in one process. The holder removes the lock
+    file before releasing it, so no empty ``.leaderboard.lock`` stays behind; a waiter that locked a
+    file since removed (or replaced) starts again on the current one. After a ``kill -9`` the kernel
+    releases the lock: a leftover file never blocks the next writer.
 
     Raises:
         FacebenchError: the lock was not obtained within ``timeout_s`` seconds (None waits forever).
@@ -159,26 +168,44 @@ def board_lock(board_dir: str | Path, timeout_s: float | None = 600.0) -> Iterat
     board_dir = Path(board_dir)
     board_dir.mkdir(parents=True, exist_ok=True)
     lock_path = board_dir / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            _flock(fd, lock_path, deadline, timeout_s)
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and current.st_ino == os.fstat(fd).st_ino:
+                break  # the lock file still in place is the one locked
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder removed it meanwhile: lock the current file
     try:
-        if timeout_s is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        else:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as error:
-                    if error.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise FacebenchError(f"{lock_path}: still locked by another facebench process "
-                                             f"after {timeout_s:g} s") from None
-                    time.sleep(0.02)
         yield lock_path
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)  # still holding the lock: nobody else can be using this file
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _flock(fd: int, lock_path: Path, deadline: float | None, timeout_s: float | None) -> None:
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                raise FacebenchError(f"{lock_path}: still locked by another facebench process "
+                                     f"after {timeout_s:g} s") from None
+            time.sleep(0.02)
 
 
 def _as_row(item: Results | Mapping[str, Any], board_dir: Path) -> dict[str, Any]:
