@@ -21,6 +21,7 @@ from facebench.commands.leaderboard import leaderboard
 from facebench.commands.models import models
 from facebench.commands.reproduce import reproduce
 from facebench.commands.score import score_command
+from facebench.commands.serve import serve_admin, serve_command
 from facebench.commands.submission import submission
 from facebench.commands.synth import synth
 from facebench.commands.train import predict_command, train_command
@@ -45,6 +46,8 @@ main.add_command(train_command)
 main.add_command(predict_command)
 main.add_command(hpo_command)
 main.add_command(reproduce)
+main.add_command(serve_command)
+main.add_command(serve_admin)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

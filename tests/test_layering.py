@@ -41,7 +41,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("facebench.benchmark",),
     # 4: baselines and the leaderboard
     ("facebench.baselines", "facebench.leaderboard"),
-    # 5: the command line and the demo
+    # 5: the scoring service (HTTP API, job queue, workers)
+    ("facebench.serve",),
+    # 6: the command line and the demo
     ("facebench.commands", "facebench.cli", "facebench.demo", "facebench.__main__"),
 ]
 
