@@ -22,6 +22,7 @@ format is line-based).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 
@@ -269,7 +270,8 @@ def _ply_binary_element(path: Path, element: _PlyElement, data: bytes, offset: i
         if offset + need <= len(data):
             table = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
             if np.all(table["n"] == n):
-                return {name: (table["v"].reshape(-1).astype(np.int64), np.full(element.count, n))}, offset + need
+                return {name: (_ply_indices(path, element, table["v"].reshape(-1)), np.full(element.count, n))}, \
+                    offset + need
     return _ply_binary_general(path, element, data, offset, order)
 
 
@@ -294,10 +296,34 @@ def _ply_binary_general(path: Path, element: _PlyElement, data: bytes, offset: i
     for name, _, kind in element.properties:
         if kind:
             flat = np.concatenate(columns[name]) if columns[name] else np.zeros(0)
-            out[name] = (flat.astype(np.int64), np.asarray(sizes[name], np.int64))
+            out[name] = (_ply_indices(path, element, flat), np.asarray(sizes[name], np.int64))
         else:
             out[name] = np.asarray(columns[name])
     return out, offset
+
+
+#: Largest magnitude accepted for a PLY list value (an index): beyond it, refused, never wrapped.
+_MAX_PLY_INDEX = 2**62
+
+
+def _ply_index(path: Path, element: _PlyElement, token: bytes) -> int:
+    """One ASCII list value as an integer; InputFileError for NaN, ±Inf, fractions or huge values."""
+    value = float(token)
+    if not (math.isfinite(value) and value == int(value) and abs(value) < _MAX_PLY_INDEX):
+        raise InputFileError(path, f"PLY element '{element.name}' holds the index {token[:40]!r}: not an integer "
+                                   "in range")
+    return int(value)
+
+
+def _ply_indices(path: Path, element: _PlyElement, values: np.ndarray) -> np.ndarray:
+    """Binary list values as int64; InputFileError for non-finite, fractional or huge floats."""
+    if values.dtype.kind == "f" and values.size:
+        bad = ~np.isfinite(values) | (np.abs(values) >= _MAX_PLY_INDEX)
+        bad[~bad] |= values[~bad] != np.round(values[~bad])
+        if bad.any():
+            raise InputFileError(path, f"PLY element '{element.name}' holds the index {values[bad][0]!r}: not an "
+                                       "integer in range")
+    return values.astype(np.int64)
 
 
 def _ply_ascii_element(path: Path, element: _PlyElement, tokens: list[bytes], position: int):
@@ -311,7 +337,7 @@ def _ply_ascii_element(path: Path, element: _PlyElement, tokens: list[bytes], po
                     position += 1
                 else:
                     n = int(tokens[position])
-                    columns[name].extend(int(float(t)) for t in tokens[position + 1: position + 1 + n])
+                    columns[name].extend(_ply_index(path, element, t) for t in tokens[position + 1: position + 1 + n])
                     if position + 1 + n > len(tokens):
                         raise IndexError
                     sizes[name].append(n)

@@ -25,6 +25,7 @@ from facebench.benchmark.submission_zip import MAX_UNZIPPED_BYTES, safe_extract_
 from facebench.errors import InputFileError
 from facebench.hashing import file_sha256
 from facebench.meshio import MESH_SUFFIXES
+from facebench.safe_hdf5 import check_json_bounds
 
 __all__ = ["SubmissionSource", "open_source", "read_manifest", "FolderListing", "list_folder_meshes",
            "submission_sha256"]
@@ -99,6 +100,11 @@ def open_source(path: str | Path, *, max_bytes: int = MAX_UNZIPPED_BYTES) -> Ite
         shutil.rmtree(folder, ignore_errors=True)
 
 
+#: Largest manifest.json accepted (bytes); its nesting depth is bounded like JSON attributes
+#: (:data:`facebench.safe_hdf5.MAX_JSON_DEPTH`).
+MAX_MANIFEST_BYTES = 64 * 2**20
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The ``manifest.json`` of a folder submission, as a dict.
 
@@ -110,12 +116,21 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise InputFileError(path, "is a symbolic link (refused)")
     if not path.is_file():
         raise InputFileError(path, "missing: a folder submission needs a manifest.json")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise InputFileError(path, f"{size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may hold")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        check_json_bounds(text, path=None, member=MANIFEST_NAME, max_chars=MAX_MANIFEST_BYTES)  # depth first
+        data = json.loads(text)
     except (OSError, UnicodeDecodeError) as error:
         raise InputFileError(path, f"unreadable ({error})") from None
     except json.JSONDecodeError as error:
         raise InputFileError(path, f"not valid JSON (line {error.lineno}: {error.msg})") from None
+    except (RecursionError, ValueError) as error:  # bounds checked above; a float/int too large to parse
+        raise InputFileError(path, f"not valid JSON ({type(error).__name__})") from None
+    except InputFileError as error:
+        raise InputFileError(path, error.message.replace(f"attribute {MANIFEST_NAME!r}", "it")) from None
     if not isinstance(data, dict):
         raise InputFileError(path, f"must hold a JSON object, not {type(data).__name__}")
     return data

@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from facebench.errors import InputFileError
 
-__all__ = ["MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "UnsafeArchiveError", "zip_member_problems", "safe_extract_zip"]
+__all__ = ["MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "MAX_ZIP_DEPTH", "MAX_ZIP_NAME", "UnsafeArchiveError",
+           "zip_member_problems", "safe_extract_zip"]
 
 #: Largest total uncompressed size of a zip submission, bytes (2 GiB).
 MAX_UNZIPPED_BYTES = 2 * 1024**3
 #: Most members a zip submission may hold.
 MAX_ZIP_MEMBERS = 100_000
+#: Deepest folder nesting of a member name (a submission needs 2: ``folder/<id>.ply``).
+MAX_ZIP_DEPTH = 8
+#: Longest member name (characters).
+MAX_ZIP_NAME = 1024
 _COPY_BLOCK = 1 << 20
 
 
@@ -50,8 +56,10 @@ def zip_member_problems(archive: zipfile.ZipFile, *, max_bytes: int = MAX_UNZIPP
     """Every reason not to extract ``archive`` (empty list: safe), one string per problem.
 
     Refused: absolute names (``/x``, ``C:x``), ``..`` components, backslashes (ambiguous
-    separators), symbolic links and other non-regular members, duplicate names, more than
-    ``max_members`` members, and a declared uncompressed total above ``max_bytes``.
+    separators), names nested deeper than :data:`MAX_ZIP_DEPTH` or longer than
+    :data:`MAX_ZIP_NAME`, encrypted members (flag bit 0: they cannot be read without a password),
+    symbolic links and other non-regular members, duplicate names, more than ``max_members``
+    members, and a declared uncompressed total above ``max_bytes``.
     """
     problems: list[str] = []
     infos = archive.infolist()
@@ -59,23 +67,31 @@ def zip_member_problems(archive: zipfile.ZipFile, *, max_bytes: int = MAX_UNZIPP
         problems.append(f"{len(infos)} members (at most {max_members})")
     seen: set[str] = set()
     total = 0
-    for info in infos:
+    for info in infos[:max_members + 1]:  # the count is already refused: bound the work too
         name = info.filename
+        shown = repr(name if len(name) <= 80 else name[:80] + "…")
+        if len(name) > MAX_ZIP_NAME:
+            problems.append(f"{shown}: member name of {len(name)} characters (at most {MAX_ZIP_NAME})")
+            continue
         parts = PurePosixPath(name).parts
+        if len(parts) > MAX_ZIP_DEPTH:
+            problems.append(f"{shown}: nested {len(parts)} folders deep (at most {MAX_ZIP_DEPTH})")
+        if info.flag_bits & 0x1:
+            problems.append(f"{shown}: encrypted member (submissions must not be encrypted)")
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-            problems.append(f"{name!r}: absolute path")
+            problems.append(f"{shown}: absolute path")
         elif "\\" in name:
-            problems.append(f"{name!r}: backslash in member name")
+            problems.append(f"{shown}: backslash in member name")
         elif ".." in parts:
-            problems.append(f"{name!r}: path leaves the archive root ('..')")
+            problems.append(f"{shown}: path leaves the archive root ('..')")
         kind = stat.S_IFMT(_member_mode(info))  # 0: no file type stored (a plain file)
         if kind == stat.S_IFLNK:
-            problems.append(f"{name!r}: symbolic link")
+            problems.append(f"{shown}: symbolic link")
         elif kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            problems.append(f"{name!r}: not a regular file or folder")
+            problems.append(f"{shown}: not a regular file or folder")
         key = name.rstrip("/")
         if key in seen:
-            problems.append(f"{name!r}: duplicate member name")
+            problems.append(f"{shown}: duplicate member name")
         seen.add(key)
         total += max(int(info.file_size), 0)
     if total > max_bytes:
@@ -119,5 +135,6 @@ def safe_extract_zip(path: str | Path, destination: str | Path, *, max_bytes: in
                             raise UnsafeArchiveError(path, [f"{info.filename!r}: expands beyond its declared "
                                                             f"size or the {max_bytes}-byte limit"])
                         sink.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as error:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error,
+            UnicodeDecodeError) as error:  # RuntimeError: encrypted; zlib.error: corrupt deflate stream
         raise InputFileError(path, f"unreadable zip archive ({error})") from None

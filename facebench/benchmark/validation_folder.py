@@ -50,7 +50,7 @@ def _manifest_array(mapping: dict, key: str, shape: tuple, report: ValidationRep
     for sample_id, value in mapping.items():
         try:
             array = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, RecursionError):  # e.g. an integer beyond float64
             bad.append(sample_id)
             continue
         fits = array.ndim == len(shape) and all(w is None or a == w for a, w in zip(array.shape, shape))
@@ -76,7 +76,8 @@ def check_folder(folder: Path, expect: Expectations, report: ValidationReport) -
                       MANIFEST_NAME)
         extra = sorted(set(manifest) - _MANIFEST_KEYS)
         if extra:
-            report.add("warning", "unknown-field", f"{MANIFEST_NAME} keys ignored: {', '.join(extra)}")
+            shown = ", ".join(repr(k[:40]) for k in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+            report.add("warning", "unknown-field", f"{MANIFEST_NAME} keys ignored: {shown}")
     manifest = manifest or {}
     listing = list_folder_meshes(folder)
     if listing.links:
@@ -109,7 +110,10 @@ def _folder_landmark_indices(manifest: dict, expect: Expectations, report: Valid
         indices = np.asarray(value)
         if indices.ndim != 1 or not (indices.dtype.kind in "iu" or indices.size == 0):
             raise ValueError
-    except (TypeError, ValueError):
+        indices = indices.astype(np.int64)  # uint64 beyond int64 raises OverflowError... or wraps: checked
+        if indices.size and np.asarray(value).dtype.kind == "u" and np.asarray(value).max() >= 2**63:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError, RecursionError):
         report.add("error", "bad-shape", "manifest 'landmark_indices' must be a list of integers")
         return None
     if len(indices) != expect.n_landmarks:
@@ -149,9 +153,17 @@ def _check_meshes(listing, ids, indices, lm_map, expect: Expectations, report: V
     found = IdCollector()
     unreadable: list[str] = []
     first_error = ""
+    limit = _mesh_bytes_limit(expect)
+    known = set(expect.ids)
     for sample_id in ids:
+        if sample_id not in known:  # already an unknown-ids error: never read (bounds the work)
+            continue
         for path in listing.meshes[sample_id]:
             try:
+                size = path.stat().st_size
+                if limit is not None and size > limit:  # the size budget, before reading the file
+                    raise InputFileError(path, f"{size} bytes, more than the {limit} a mesh for this dataset may "
+                                               "hold; refused unread")
                 mesh = read_mesh(path)
             except (InputFileError, ValueError, IndexError, OSError) as error:
                 unreadable.append(sample_id)
@@ -172,6 +184,12 @@ def _check_meshes(listing, ids, indices, lm_map, expect: Expectations, report: V
     ):
         if code in found.ids:
             report.add(severity, code, f"{len(found.ids[code])} {message}", found.ids[code])
+
+
+def _mesh_bytes_limit(expect: Expectations) -> int | None:
+    """Largest mesh file read: the budget's vertices and triangles as generous ASCII (64 and 48 bytes)."""
+    budget = expect.budget
+    return None if budget is None else 64 * budget.max_vertices + 48 * budget.max_faces + 4096
 
 
 def _check_one_mesh(sample_id, mesh, indices, lm_map, expect: Expectations, found: IdCollector) -> None:
