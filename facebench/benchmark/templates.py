@@ -13,7 +13,14 @@ kind        ``method``        content
                               axis of the head frame (``q̂ = q ⊗ δ``, so every rotation error is
                               ``pose_noise_deg``); t + Gaussian noise of std
                               ``translation_noise_mm`` per coordinate (0 by default)
+``oracle``  ``projection-     the least-squares fit of the ground truth in the model's span (the
+            oracle``          first ``identity_dims`` identity and ``expression_dims`` expression
+                              modes; default: the span the dataset's out-of-span detail avoids,
+                              else all modes) at the true pose: :mod:`facebench.benchmark.oracle`
 ==========  ================  =====================================================================
+
+``mean`` and ``oracle`` are the **reference rows** of every table: what predicting nothing beyond
+the model's mean scores, and the floor no predictor of that model can beat.
 
 **The mean shape** is the face model's mean when the dataset's ``model`` attribute names a model
 that :func:`facebench.models.load` opens without a path (the built-in ``synthetic``, or a cached
@@ -48,8 +55,8 @@ from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["KINDS", "METHODS", "write_template", "mean_shape", "rotation_noise"]
 
-KINDS = ("gt", "mean", "noisy")
-METHODS = {"gt": "oracle-gt", "mean": "mean-shape", "noisy": "noisy-oracle"}
+KINDS = ("gt", "mean", "noisy", "oracle")
+METHODS = {"gt": "oracle-gt", "mean": "mean-shape", "noisy": "noisy-oracle", "oracle": "projection-oracle"}
 
 
 def rotation_noise(n: int, angle_deg: float, rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +99,8 @@ def mean_shape(dataset, *, chunk_size: int = 256) -> tuple[np.ndarray, str]:
 
 def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: float = 1.0,
                    pose_noise_deg: float = 2.0, translation_noise_mm: float = 0.0, seed: int = 0,
-                   chunk_size: int = 256, overwrite: bool = True) -> Path:
+                   chunk_size: int = 256, overwrite: bool = True, identity_dims: int | None = None,
+                   expression_dims: int | None = None) -> Path:
     """Write an example submission of ``kind`` (``gt``, ``mean`` or ``noisy``) for a dataset.
 
     Args:
@@ -103,6 +111,8 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
         pose_noise_deg: ``noisy``: rotation error of every sample, degrees.
         translation_noise_mm: ``noisy``: std of the translation noise per coordinate, mm.
         seed: ``noisy``: random seed.
+        identity_dims, expression_dims: ``oracle``: the span (default
+            :func:`facebench.benchmark.oracle.default_span`).
         chunk_size: samples read and written at a time.
         overwrite: False refuses an existing ``out_path``.
 
@@ -135,6 +145,18 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
     if kind == "noisy":
         attrs.update(noise_mm=noise_mm, pose_noise_deg=pose_noise_deg, translation_noise_mm=translation_noise_mm,
                      seed=seed)
+    if kind == "oracle":
+        from facebench.benchmark import oracle
+
+        model = oracle.dataset_model(dataset)
+        span = oracle.default_span(dataset, model)
+        span = (span[0] if identity_dims is None else int(identity_dims),
+                span[1] if expression_dims is None else int(expression_dims))
+        basis = oracle.span_basis(model, *span)
+        mean = np.asarray(model.mean, np.float64)
+        attrs.update(identity_dims=span[0], expression_dims=span[1], model=model.name)
+    elif identity_dims is not None or expression_dims is not None:
+        raise FacebenchError("--identity-dims/--expression-dims apply to --kind oracle")
     rng = np.random.default_rng(seed)
     with SubmissionWriter(out_path, n=len(ids), n_vertices=dataset.n_vertices, method=METHODS[kind],
                           landmark_indices=dataset.landmark_indices, with_pose=True, attrs=attrs) as writer:
@@ -143,6 +165,8 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
             q, t = q_all[start:stop], t_all[start:stop]
             if kind == "mean":
                 vertices = np.broadcast_to(mean, (stop - start, *mean.shape))
+            elif kind == "oracle":
+                vertices = oracle.project_to_span(dataset.read("vertices", start, stop), mean, basis)
             else:
                 vertices = dataset.read("vertices", start, stop).astype(np.float64)
             if kind == "noisy":

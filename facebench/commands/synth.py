@@ -12,7 +12,7 @@ from facebench.errors import FacebenchError
 
 @click.group(cls=FacebenchGroup)
 def synth() -> None:
-    """Synthetic datasets: generate, info, show, merge."""
+    """Synthetic datasets: generate, info, world, show, merge."""
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -58,9 +58,21 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per rasterizer call.")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the renderer (cpu, cuda).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--preset", type=click.Choice(["ramon2019", "tewari2018"]), default=None,
+              help="A paper's settings (datasets/synthetic-<preset>.md); explicit options win.")
+@click.option("--world", type=click.Choice(["in-span", "out-of-span"]), default="in-span", show_default=True,
+              help="out-of-span: add detail orthogonal to the predictors' model span (held-out identity modes, "
+                   "wrinkle-scale displacement, freckles/moles/brows/lips/skin tone).")
+@click.option("--camera", type=click.Choice(["fixed", "variable"]), default="fixed", show_default=True,
+              help="variable: distance 400-1200 mm, focal and off-centre shift drawn per sample.")
+@click.option("--span-identity-dims", type=int, default=None, help="out-of-span: predictors' identity modes (default: all).")
+@click.option("--span-expression-dims", type=int, default=None, help="out-of-span: predictors' expression modes (default: all).")
+@click.option("--span-reflectance-dims", type=int, default=None,
+              help="out-of-span: predictors' reflectance modes (default: all).")
 def synth_generate(n, out, model_name, model_path, landmark_mapping, model_settings, size, seed, angles, yaw_max,
                    pitch_max, roll_max, distance, focal, identity_dims, expression_dims, reflectance_dims, neutral,
-                   symmetrize, background, identities, split, shard, shards, workers, batch_size, device, overwrite):
+                   symmetrize, background, identities, split, shard, shards, workers, batch_size, device, overwrite,
+                   preset, world, camera, span_identity_dims, span_expression_dims, span_reflectance_dims):
     """Render N samples of a face model into a facebench dataset file."""
     from tqdm import tqdm
 
@@ -71,7 +83,9 @@ def synth_generate(n, out, model_name, model_path, landmark_mapping, model_setti
         n=n, size=size, seed=seed, angles=angles, yaw_max=yaw_max, pitch_max=pitch_max, roll_max=roll_max,
         distance=distance, focal=focal, identity_dims=identity_dims, expression_dims=expression_dims,
         reflectance_dims=reflectance_dims, neutral=neutral, symmetrize=symmetrize, background=background,
-        identities=identities, split=split,
+        identities=identities, split=split, preset=preset, world=world, camera=camera,
+        span_identity_dims=span_identity_dims, span_expression_dims=span_expression_dims,
+        span_reflectance_dims=span_reflectance_dims,
     )
     if n < 1:  # before loading a model
         raise FacebenchError(f"--n must be >= 1, got {n}")
@@ -121,6 +135,42 @@ def synth_info(path, as_json) -> None:
             bar = "#" * round(40 * row["count"] / top)
             close = "]" if k == len(rows) - 1 else ")"
             click.echo(f"  [{row['low']:6.1f}, {row['high']:6.1f}{close} {row['count']:7d} {bar}")
+
+
+@synth.command("world")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--span", "spans", multiple=True, metavar="ID,EXP",
+              help="Projection-oracle span (identity,expression modes), repeatable (default: the dataset's "
+                   "predictor span and its identity-only part).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def synth_world(path, spans, as_json) -> None:
+    """Out-of-span energies, camera ranges and reference errors (mean face, projection oracle)."""
+    import json
+
+    from facebench.benchmark.world_report import measure_world
+
+    parsed = []
+    for text in spans:
+        try:
+            identity, expression = (int(v) for v in text.split(","))
+        except ValueError:
+            raise FacebenchError(f"--span expects ID,EXP (e.g. 100,0), got {text!r}") from None
+        parsed.append((identity, expression))
+    report = measure_world(path, parsed or None)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['path']}: {report['n']} samples, world {report['world']}, camera {report['camera_kind']}"
+               + (f", preset {report['preset']}" if report["preset"] else ""))
+    e = report["energy"]
+    click.echo(f"out-of-span energy over {e['subjects']} subjects: held-out modes {e['heldout_rms_mm']:.3f} mm RMS, "
+               f"wrinkle detail {e['detail_rms_mm']:.3f} mm, total {e['total_rms_mm']:.3f} mm; reflectance "
+               f"{e['reflectance_rms_rgb']:.4f} RGB RMS ({e['reflectance_applied_rms_rgb']:.4f} after clipping)")
+    c = report["camera"]
+    click.echo(f"camera: t_z {c['distance_mm'][0]:.0f}-{c['distance_mm'][1]:.0f} mm, "
+               f"field of view {c['fov_deg'][0]:.1f}-{c['fov_deg'][1]:.1f} deg")
+    for name, row in report["reference"].items():
+        click.echo(f"{name:<34} shape {row['shape_mm']:.3f} mm   rmse {row['rmse_mm']:.3f} mm")
 
 
 @synth.command("show")

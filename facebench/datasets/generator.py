@@ -121,6 +121,12 @@ class GeneratorSettings:
     background: str = "plain:0,0,0"
     identities: int | None = None
     split: str | None = None
+    preset: str | None = None
+    world: str = "in-span"
+    camera: str = "fixed"
+    span_identity_dims: int | None = None
+    span_expression_dims: int | None = None
+    span_reflectance_dims: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +153,11 @@ class ResolvedSettings:
     background: str
     identities: int
     split: tuple[float, ...]
+    world: str = "in-span"
+    camera: str = "fixed"
+    preset: str = ""
+    out_of_span: dict | None = None
+    camera_ranges: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -197,7 +208,9 @@ def resolve_settings(settings: GeneratorSettings, model) -> ResolvedSettings:
 
     Every check happens here, before any rendering.
     """
-    s = settings
+    from facebench.datasets.presets import apply_preset
+
+    s = apply_preset(settings)
     if s.n < 1:
         _fail(f"--n must be >= 1, got {s.n}")
     if s.size < 8:
@@ -245,6 +258,7 @@ def resolve_settings(settings: GeneratorSettings, model) -> ResolvedSettings:
     split = parse_split(s.split)
     if split and identities < len(split):
         _fail(f"--split {s.split} needs at least {len(split)} identities, got {identities}")
+    world, camera = _resolve_world_and_camera(s, model, dims)
     return ResolvedSettings(
         n=int(s.n), size=int(s.size), seed=int(s.seed), angles=s.angles,
         yaw_max=yaw_max, pitch_max=pitch_max, roll_max=roll_max,
@@ -252,7 +266,39 @@ def resolve_settings(settings: GeneratorSettings, model) -> ResolvedSettings:
         identity_dims=dims["identity"], expression_dims=dims["expression"],
         reflectance_dims=dims["reflectance"], symmetrize=bool(s.symmetrize),
         background=s.background, identities=identities, split=split,
+        **world, **camera, preset=s.preset or "",
     )
+
+
+def _resolve_world_and_camera(s: GeneratorSettings, model, dims: dict) -> tuple[dict, dict]:
+    """The ``world``/``out_of_span`` and ``camera``/``camera_ranges`` fields of the resolved settings
+    (:mod:`facebench.datasets.out_of_span`, :mod:`facebench.datasets.camera`)."""
+    from facebench.datasets.camera import CAMERAS, CameraSettings
+    from facebench.datasets.out_of_span import WORLDS, OutOfSpanSettings
+
+    if s.world not in WORLDS:
+        _fail(f"unknown world {s.world!r}; one of {', '.join(WORLDS)}")
+    if s.camera not in CAMERAS:
+        _fail(f"unknown camera {s.camera!r}; one of {', '.join(CAMERAS)}")
+    world: dict[str, Any] = {"world": s.world, "out_of_span": None}
+    span = {}
+    for prefix in ("identity", "expression", "reflectance"):
+        value = getattr(s, f"span_{prefix}_dims")
+        available = getattr(model, f"n_{prefix}")
+        value = available if value is None else int(value)
+        if not 0 <= value <= available:
+            _fail(f"--span-{prefix}-dims {value} outside [0, {available}] for model {model.name!r}")
+        span[f"span_{prefix}_dims"] = value
+    if s.world == "out-of-span":
+        world["out_of_span"] = OutOfSpanSettings(**span).as_dict()
+    elif any(getattr(s, k) is not None for k in span):
+        _fail("--span-*-dims apply to --world out-of-span")
+    camera: dict[str, Any] = {"camera": s.camera, "camera_ranges": None}
+    if s.camera == "variable":
+        if s.focal is not None or s.distance != 600.0:
+            _fail("--camera variable draws distance and focal per sample: do not give --distance/--focal")
+        camera["camera_ranges"] = CameraSettings().as_dict()
+    return world, camera
 
 
 # ---------------------------------------------------------------------------- plan
@@ -410,6 +456,28 @@ class _Context:
         self.K = cv.intrinsics(resolved.focal, resolved.size)
         self.landmarks = model.landmark_indices.astype(np.int64)
         self.perm = mirror_correspondence(model)[0] if resolved.symmetrize else None
+        self.world = None
+        if resolved.out_of_span is not None:
+            from facebench.datasets.out_of_span import OutOfSpanSettings, OutOfSpanWorld
+
+            oos = dict(resolved.out_of_span)
+            oos["detail_wavelength_mm"] = tuple(oos["detail_wavelength_mm"])
+            self.world = OutOfSpanWorld(model, OutOfSpanSettings(**oos))
+        self._detail_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        lo, hi = model.mean.min(axis=0).astype(np.float64), model.mean.max(axis=0).astype(np.float64)
+        self.extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
+
+    def detail(self, subject: int) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-span ``(shape (3V,) mm, reflectance (3V,) RGB)`` offsets of a subject (zeros in
+        the in-span world); the last few subjects are cached."""
+        if subject not in self._detail_cache:
+            seed = self.resolved.seed
+            shape = self.world.shape_detail(seed, subject)["total"].reshape(-1)
+            refl = self.world.reflectance_detail(seed, subject).reshape(-1)
+            if len(self._detail_cache) >= 8:
+                self._detail_cache.pop(next(iter(self._detail_cache)))
+            self._detail_cache[subject] = (shape, refl)
+        return self._detail_cache[subject]
 
     def _linear(self, base: np.ndarray, prefix: str, c: np.ndarray) -> np.ndarray:
         basis = self.bases[prefix]
@@ -422,22 +490,36 @@ class _Context:
         V = self.model.n_vertices
         shape = self._linear(self.mean, "identity", p["identity"])
         shape = self._linear(shape, "expression", p["expression"])
+        albedo = self._linear(self.refl_mean, "reflectance", p["reflectance"])
+        if self.world is not None:
+            shape_detail, refl_detail = self.detail(p["subject"])
+            shape, albedo = shape + shape_detail, albedo + refl_detail
         vertices = shape.reshape(V, 3).astype(np.float32)
-        albedo = np.clip(self._linear(self.refl_mean, "reflectance", p["reflectance"]), 0.0, 1.0)
+        albedo = np.clip(albedo, 0.0, 1.0)
         q = cv.pose_from_angles(*p["angles"])
         R = cv.quat_to_matrix(q)
-        t = np.array([0.0, 0.0, r.distance]) - R @ np.array(r.centre)
+        K = self.K
+        if r.camera == "variable":
+            from facebench.datasets.camera import CameraSettings, draw_camera, look_at_translation
+
+            ranges = {k: tuple(v) if isinstance(v, list) else v for k, v in r.camera_ranges.items()}
+            cam = draw_camera(r.seed, index, CameraSettings(**ranges), r.size, self.extent)
+            t = look_at_translation(R, r.centre, cam.distance, cam.shift, cam.focal)
+            K = cv.intrinsics(cam.focal, r.size)
+        else:
+            t = np.array([0.0, 0.0, r.distance]) - R @ np.array(r.centre)
         depth = (vertices.astype(np.float64) @ R[2]) + t[2]
         if depth.min() < NEAR_MM:
             raise FacebenchError(f"sample {index}: the face crosses the near plane; increase --distance")
         return {"index": index, "subject": p["subject"], "vertices": vertices,
-                "albedo": albedo.reshape(V, 3).astype(np.float32), "q": q, "t": t, "sh": p["sh"],
+                "albedo": albedo.reshape(V, 3).astype(np.float32), "q": q, "t": t, "sh": p["sh"], "K": K,
                 "coefficients": {k: p[k].astype(np.float32) for k in ("identity", "expression", "reflectance")}}
 
-    def landmarks_2d(self, vertices: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``project(vertices[landmark_indices], q, t, K)`` float32, NaN where undefined."""
+    def landmarks_2d(self, vertices: np.ndarray, q: np.ndarray, t: np.ndarray, K=None) -> np.ndarray:
+        """``project(vertices[landmark_indices], q, t, K)`` float32 (``K`` default: the shared one),
+        NaN where undefined."""
         points = vertices[np.maximum(self.landmarks, 0)].astype(np.float64)
-        uv = cv.project(points, q, t, self.K).astype(np.float32)
+        uv = cv.project(points, q, t, self.K if K is None else K).astype(np.float32)
         uv[self.landmarks < 0] = np.nan
         return uv
 
@@ -466,7 +548,8 @@ def render_rows(context: _Context, indices: list[int]) -> dict[str, Any]:
         vertices, torch.as_tensor(context.model.faces.astype(np.int64), device=device),
         torch.as_tensor(np.stack([s["q"] for s in samples]), **f32),
         torch.as_tensor(np.stack([s["t"] for s in samples]), **f32),
-        context.K, r.size, r.size, reflectance=albedo,
+        context.K if r.camera == "fixed" else np.stack([s["K"] for s in samples]), r.size, r.size,
+        reflectance=albedo,
         sh=torch.as_tensor(np.stack([s["sh"] for s in samples]), **f32), near=NEAR_MM,
     )
     shaded = out.image.cpu().numpy()
@@ -477,13 +560,19 @@ def render_rows(context: _Context, indices: list[int]) -> dict[str, Any]:
         "yaw", "pitch", "roll", "subject", "mirror_of")}
     coefficients: dict[str, list] = {"identity": [], "expression": [], "reflectance": []}
 
-    def add(sample_id, image, mask, refl, vertices_, q, t, sh, coeffs, subject, mirror_of):
+    per_sample_K = r.camera != "fixed"
+    if per_sample_K:
+        rows["K"] = []
+
+    def add(sample_id, image, mask, refl, vertices_, q, t, sh, coeffs, subject, mirror_of, K):
+        if per_sample_K:
+            rows["K"].append(K)
         rows["ids"].append(sample_id)
         rows["images"].append(image)
         rows["masks"].append(mask)
         rows["reflectance_images"].append(refl)
         rows["vertices"].append(vertices_)
-        rows["landmarks_2d"].append(context.landmarks_2d(vertices_, q, t))
+        rows["landmarks_2d"].append(context.landmarks_2d(vertices_, q, t, K))
         rows["q"].append(q)
         rows["t"].append(t)
         rows["sh"].append(sh)
@@ -502,13 +591,13 @@ def render_rows(context: _Context, indices: list[int]) -> dict[str, Any]:
         background = background_image(r, index)
         image = _quantize(np.where(masks[b][..., None], shaded[b], background))
         add(f"{index:07d}", image, masks[b], reflectance_images[b], s["vertices"], s["q"], s["t"],
-            s["sh"], s["coefficients"], s["subject"], -1)
+            s["sh"], s["coefficients"], s["subject"], -1, s["K"])
         if r.symmetrize:
             q_m, t_m = mirror_pose(s["q"], s["t"])
             vertices_m = (s["vertices"][context.perm] * MIRROR.astype(np.float32)).astype(np.float32)
             nan = {k: np.full_like(v, np.nan) for k, v in s["coefficients"].items()}
             add(f"{index:07d}m", image[:, ::-1], masks[b][:, ::-1], reflectance_images[b][:, ::-1],
-                vertices_m, q_m, t_m, mirror_sh(s["sh"]), nan, s["subject"], row)
+                vertices_m, q_m, t_m, mirror_sh(s["sh"]), nan, s["subject"], row, s["K"])
     batch = {k: np.stack(v) if k != "ids" else v for k, v in rows.items()}
     batch["coefficients"] = {k: np.stack(v) for k, v in coefficients.items()}
     return batch
@@ -545,6 +634,8 @@ def _file_attrs(resolved: ResolvedSettings, model, plan: OutputPlan, model_spec,
         "split_rows": [plan.split_start * per, plan.split_stop * per],
         "shard": "" if plan.shard is None else f"{plan.shard[0]}/{plan.shard[1]}",
         "image_encoding": "linear RGB, uint8 = rint(clip(x, 0, 1) * 255), no gamma",
+        "world": resolved.world,
+        "camera": resolved.camera,
     }
     if mirror_error is not None:
         attrs["mirror_max_error_mm"] = mirror_error
@@ -562,7 +653,8 @@ def _writer(plan: OutputPlan, resolved: ResolvedSettings, model, attrs: dict, ov
         faces=model.faces, landmark_indices=model.landmark_indices, n_vertices=model.n_vertices,
         n_coefficients={"identity": model.n_identity, "expression": model.n_expression,
                         "reflectance": model.n_reflectance},
-        K=cv.intrinsics(resolved.focal, resolved.size), attrs=attrs, overwrite=overwrite,
+        K=cv.intrinsics(resolved.focal, resolved.size) if resolved.camera == "fixed" else None,
+        attrs=attrs, overwrite=overwrite,
         extra_fields={"subject": ((), np.int64), "mirror_of": ((), np.int64)},
     )
 
