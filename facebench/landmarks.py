@@ -90,4 +90,9 @@ SCAN_LANDMARK_SETS: dict[str, tuple[str, ...]] = {
     "micc4": ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central"),
     "facewarehouse6": ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central",
                        "right_ear_tragus", "left_ear_tragus"),
+    # NoW's seven landmarks in NoW's order (``now7``): iBUG-68 37, 40, 43, 46, 34, 49, 55 (1-based)
+    "now7": ("right_eye_outer_corner", "right_eye_inner_corner", "left_eye_inner_corner", "left_eye_outer_corner",
+             "subnasale", "right_mouth_corner", "left_mouth_corner"),
 }
+#: 0-based iBUG-68 indices of NoW's seven landmarks, in NoW's order (``SCAN_LANDMARK_SETS["now7"]``).
+NOW7_IBUG68: tuple[int, ...] = (36, 39, 42, 45, 33, 48, 54)

@@ -180,7 +180,7 @@ def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewareho
     assert table["scored"].all(), table["error"].tolist()
     assert table["shape_mm"].max() < 0.05 and table["rmse_mm"].max() < 0.05
     summary = result.summary
-    assert summary["protocol"]["version"] == "1.0" and summary["protocol_id"] == f"{preset}@1.0"
+    assert summary["protocol"]["version"] == "1.1" and summary["protocol_id"] == f"{preset}@1.1"
     assert summary["dataset"]["kind"] == ds.kind
     assert summary["dataset"]["mm_per_unit"] == (10.0 if ds.kind == "facewarehouse" else 1.0)
     assert summary["dataset"]["landmark_names"] == ds.landmark_names
@@ -309,7 +309,7 @@ def test_results_files_and_leaderboard_without_heat_map(micc, model, faces_of, t
                                   "--protocol", "micc-ramon2019", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["protocol_id"] == "micc-ramon2019@1.0" and summary["n_scored"] == 3
+    assert summary["protocol_id"] == "micc-ramon2019@1.1" and summary["n_scored"] == 3
     with np.load(out / "per_vertex.npz", allow_pickle=False) as data:
         assert "mean_vertices" not in data.files and data["offsets"][-1] == len(data["distances"])
     board = tmp_path / "board"

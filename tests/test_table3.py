@@ -112,7 +112,7 @@ def test_cli_writes_table_plot_results_and_submissions(world, tmp_path):
     assert np.isnan(oracle["facewarehouse_mm"]) and oracle["kind"] == "submission"
     assert (out / "table3.png").stat().st_size > 1000
     summary = json.loads((out / "results" / "gal" / "facewarehouse-ramon2019" / "summary.json").read_text())
-    assert summary["dataset"]["mm_per_unit"] == 10.0 and summary["protocol_id"] == "facewarehouse-ramon2019@1.0"
+    assert summary["dataset"]["mm_per_unit"] == 10.0 and summary["protocol_id"] == "facewarehouse-ramon2019@1.1"
     assert json.loads((out / "summary.json").read_text())["datasets"]["facewarehouse"]["mm_per_unit"] == 10.0
     with h5py.File(out / "submissions" / "gal_micc.h5", "r") as f:
         assert f["landmark_indices"].shape == (4,) and "faces" in f and "q" not in f

@@ -51,14 +51,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebench.benchmark import metrics
-from facebench.benchmark.crop import CROP_CENTERS, NOSE_TIP_SEARCH_MM, crop_center, crop_sphere
-from facebench.benchmark.similarity import AlignmentError, Similarity, landmark_similarity, points_array
+from facebench.benchmark.crop import CROP_CENTERS, CROP_RULES, NOSE_TIP_SEARCH_MM, crop_center, crop_sphere, now_crop
+from facebench.benchmark.similarity import (
+    LANDMARK_RESIDUAL_LIMIT,
+    AlignmentError,
+    LandmarkFitCheck,
+    Similarity,
+    landmark_fit_check,
+    landmark_similarity,
+    points_array,
+)
 from facebench.benchmark.surface_distance import TriangleSurface
 from facebench.geometry import vertex_normals
 
 METHODS = ("point_to_plane", "point_to_point")
 DIRECTIONS = ("gt_to_pred", "pred_to_gt", "symmetric")
 INITS = ("landmarks", "identity")
+#: Last ICP stage of point-to-plane protocols: ``"exact"`` (point-to-plane steps on exact closest
+#: points of the predicted triangles to the end) or ``"open3d"`` (protocols 1.0: a final rigid
+#: ``registration_icp`` on the predicted vertices with vertex normals, off by ~0.1 mm when the scan
+#: is denser than the prediction).
+FINALS = ("exact", "open3d")
 
 
 
@@ -143,20 +156,25 @@ def _icp_call(mesh: PreparedMesh, gt_points: np.ndarray, current: Similarity, es
 
 
 def _similarity_step(mesh: PreparedMesh, gt_points: np.ndarray, current: Similarity,
-                     max_correspondence_mm: float) -> tuple[Similarity, float] | None:
-    """One Gauss-Newton step of point-to-plane similarity ICP on exact closest points (ground-truth mm).
+                     max_correspondence_mm: float, with_scale: bool = True) -> _Step | None:
+    """One Gauss-Newton step of point-to-plane similarity (or rigid) ICP on exact closest points
+    (ground-truth mm).
 
     Each scan point ``g`` is paired with its exact closest point ``c`` on the predicted surface (and
     that triangle's normal ``n``); the residual ``(R n) · (S(c) − g)`` is the distance from ``g`` to
     the moved prediction's tangent plane, in ground-truth mm. ``S`` is updated by a small similarity
     about the scan's centroid ``μ``: ``y ↦ μ + (1 + σ) Rot(ω) (y − μ) + τ`` with ``(σ, ω, τ)`` from
-    the linear least-squares problem. Returns the new similarity and ``|σ|`` (the relative scale
-    change), or None with fewer than 7 pairs within the distance.
+    the linear least-squares problem (``σ = 0`` when ``with_scale`` is False: a rigid step). Returns
+    a :class:`_Step` (the new similarity, ``|σ|``, the relative motion ``max(|σ|, |ω|, |τ| / r)``
+    with ``r`` the RMS distance of the paired scan points from ``μ``, and the fitness and RMS
+    distance of the pairs before the step), or None with fewer than 7 pairs within the distance.
     """
     distances, closest, face_ids = mesh.surface.closest_points(current.inverse().apply(gt_points))
     keep = distances * current.s <= max_correspondence_mm
     if keep.sum() < 7:
         return None
+    fitness = float(keep.mean())
+    rmse = float(np.sqrt(np.mean((distances[keep] * current.s) ** 2)))
     v, f = mesh.vertices, mesh.faces[face_ids[keep]]
     normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
     length = np.linalg.norm(normals, axis=1)
@@ -169,7 +187,10 @@ def _similarity_step(mesh: PreparedMesh, gt_points: np.ndarray, current: Similar
     arm = moved - mu
     residual = np.einsum("ij,ij->i", normals, moved - g)
     jacobian = np.concatenate((np.einsum("ij,ij->i", normals, arm)[:, None], np.cross(arm, normals), normals), 1)
-    x = _least_squares(jacobian, -residual)
+    if with_scale:
+        x = _least_squares(jacobian, -residual)
+    else:
+        x = np.concatenate(([0.0], _least_squares(jacobian[:, 1:], -residual)))
     sigma, omega, tau = float(x[0]), x[1:4], x[4:7]
     if not (np.all(np.isfinite(x)) and sigma > -0.5):
         return None
@@ -178,7 +199,21 @@ def _similarity_step(mesh: PreparedMesh, gt_points: np.ndarray, current: Similar
     rot = np.eye(3) if angle == 0 else (np.eye(3) + math.sin(angle) / angle * K
                                         + (1 - math.cos(angle)) / angle**2 * K @ K)  # Rodrigues
     updated = Similarity((1 + sigma) * current.s, rot @ current.R, mu + (1 + sigma) * rot @ (current.t - mu) + tau)
-    return updated, abs(sigma)
+    radius = max(float(np.sqrt(np.mean(np.sum((g - mu) ** 2, axis=1)))), 1e-12)
+    motion = max(abs(sigma), angle, float(np.linalg.norm(tau)) / radius)
+    return _Step(updated, abs(sigma), motion, fitness, rmse)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One point-to-plane step: the updated similarity, ``|σ|``, the relative motion, and the fitness
+    and RMS distance (ground-truth mm) of the pairs it was computed from."""
+
+    similarity: Similarity
+    scale_change: float
+    motion: float
+    fitness: float
+    rmse_mm: float
 
 
 def _least_squares(jacobian: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -207,14 +242,19 @@ def _subsample(points: np.ndarray, max_points: int | None) -> np.ndarray:
 
 def _refine(mesh: PreparedMesh, gt_points, init: Similarity, *, max_iterations: int, tolerance: float,
             max_correspondence_mm: float, with_scale: bool, method: str,
-            max_points: int | None = None) -> tuple[Similarity, IcpInfo]:
+            max_points: int | None = None, final: str = "exact") -> tuple[Similarity, IcpInfo]:
     if method not in METHODS:
         raise ValueError(f"unknown ICP method {method!r}; expected one of {', '.join(METHODS)}")
+    if final not in FINALS:
+        raise ValueError(f"unknown final ICP step {final!r}; expected one of {', '.join(FINALS)}")
     if max_iterations < 1 or not tolerance > 0 or not max_correspondence_mm > 0:
         raise ValueError("ICP needs max_iterations >= 1, tolerance > 0 and max_correspondence_mm > 0")
     g = _subsample(points_array(gt_points, "ground-truth points"), max_points)
     if len(g) < 3:
         raise AlignmentError(f"ICP needs >= 3 ground-truth points, got {len(g)}")
+    if method == "point_to_plane" and final == "exact":
+        return _refine_exact(mesh, g, init, max_iterations=max_iterations, tolerance=tolerance,
+                             max_correspondence_mm=max_correspondence_mm, with_scale=with_scale)
     reg = _o3d().pipelines.registration
     criteria = reg.ICPConvergenceCriteria(relative_fitness=tolerance, relative_rmse=tolerance,
                                           max_iteration=int(max_iterations))
@@ -232,7 +272,7 @@ def _refine(mesh: PreparedMesh, gt_points, init: Similarity, *, max_iterations: 
         result = _similarity_step(mesh, g, current, max_correspondence_mm)
         if result is None:
             break
-        current, size = result
+        current, size = result.similarity, result.scale_change
         steps += 1
         if size < tolerance:
             converged = True
@@ -241,10 +281,34 @@ def _refine(mesh: PreparedMesh, gt_points, init: Similarity, *, max_iterations: 
     return current, IcpInfo(fitness, rmse, 1, steps, converged)
 
 
+def _refine_exact(mesh: PreparedMesh, g: np.ndarray, init: Similarity, *, max_iterations: int, tolerance: float,
+                  max_correspondence_mm: float, with_scale: bool) -> tuple[Similarity, IcpInfo]:
+    """Point-to-plane ICP on exact closest points of the predicted triangles, with their triangle
+    normals, to the end (``final="exact"``): similarity steps (or rigid ones, the scale kept exactly)
+    until a step moves the scan points by less than ``tolerance`` relative to their RMS radius
+    (:func:`_similarity_step`), or after ``max_iterations`` steps. No open3d call and no vertex
+    normals: a scan denser or coarser than the prediction is registered exactly (an exact copy of
+    the scan scores 0 to ~1e-9 mm)."""
+    current, steps, converged, last = init, 0, False, None
+    while steps < max_iterations:
+        step = _similarity_step(mesh, g, current, max_correspondence_mm, with_scale=with_scale)
+        if step is None:
+            break
+        current, last, steps = step.similarity, step, steps + 1
+        if step.motion < tolerance:
+            converged = True
+            break
+    if not with_scale:
+        current = Similarity(init.s, current.R, current.t)  # the scale stays exactly as given
+    if last is None:
+        return current, IcpInfo(0.0, 0.0, 0, 0, False)
+    return current, IcpInfo(last.fitness, last.rmse_mm, 0, steps, converged)
+
+
 def refine_icp(pred_vertices, pred_faces, gt_points, init: Similarity, *, max_iterations: int = 50,
                tolerance: float = 1e-5, max_correspondence_mm: float = 10.0, with_scale: bool = True,
                method: str = "point_to_plane", max_points: int | None = None,
-               prepared: PreparedMesh | None = None) -> Similarity:
+               prepared: PreparedMesh | None = None, final: str = "exact") -> Similarity:
     """ICP refinement of a prediction → ground-truth similarity (see the module docstring for the scheme).
 
     Args:
@@ -258,6 +322,7 @@ def refine_icp(pred_vertices, pred_faces, gt_points, init: Similarity, *, max_it
         method: ``"point_to_plane"`` (normals from the prediction mesh) or ``"point_to_point"``.
         max_points: use at most this many scan points (fixed-seed random subset); None: all.
         prepared: a :class:`PreparedMesh` of the prediction to reuse (then vertices/faces are ignored).
+        final: ``"exact"`` or ``"open3d"`` (see :data:`FINALS`).
 
     Returns:
         The refined :class:`Similarity` (det R = +1; checked at every step).
@@ -265,7 +330,7 @@ def refine_icp(pred_vertices, pred_faces, gt_points, init: Similarity, *, max_it
     mesh = prepared if prepared is not None else PreparedMesh(pred_vertices, pred_faces)
     similarity, _ = _refine(mesh, gt_points, init, max_iterations=max_iterations, tolerance=tolerance,
                             max_correspondence_mm=max_correspondence_mm, with_scale=with_scale, method=method,
-                            max_points=max_points)
+                            max_points=max_points, final=final)
     return similarity
 
 
@@ -289,6 +354,14 @@ class ScanAlignmentParams:
         direction: ``"gt_to_pred"`` (each kept ground-truth vertex to the predicted surface),
             ``"pred_to_gt"`` (each aligned predicted vertex inside the crop sphere to the
             ground-truth surface) or ``"symmetric"`` (both; the aggregates average the two sides).
+        final: last ICP stage, ``"exact"`` or ``"open3d"`` (:data:`FINALS`; protocols 1.0 used open3d).
+        crop_rule: ``"now"``: centre and radius from NoW's seven landmarks
+            (:func:`facebench.benchmark.crop.now_crop`; ``crop_center``/``crop_radius_mm`` unused), or None.
+        landmark_residual_limit: a landmark fit whose RMS residual exceeds this fraction of the
+            ground-truth landmarks' RMS radius is implausible (:func:`facebench.benchmark.similarity.landmark_fit_check`);
+            None: no residual check. A fit that a reflection would beat is flagged in any case.
+        stop_implausible: a flagged sample stops after the landmark fit (no ICP; distances at the
+            landmark similarity) instead of grinding ICP on an impossible fit.
     """
 
     with_scale: bool = True
@@ -303,6 +376,10 @@ class ScanAlignmentParams:
     crop_radius_mm: float | None = None
     direction: str = "gt_to_pred"
     crop_search_mm: float = NOSE_TIP_SEARCH_MM
+    final: str = "exact"
+    crop_rule: str | None = None
+    landmark_residual_limit: float | None = LANDMARK_RESIDUAL_LIMIT
+    stop_implausible: bool = True
 
     def __post_init__(self) -> None:
         if self.init not in INITS:
@@ -325,6 +402,12 @@ class ScanAlignmentParams:
             raise ValueError(f"crop_center must be {allowed}, got {self.crop_center!r}")
         if not self.crop_search_mm > 0:
             raise ValueError(f"crop_search_mm must be > 0, got {self.crop_search_mm}")
+        if self.final not in FINALS:
+            raise ValueError(f"final must be one of {', '.join(FINALS)}, got {self.final!r}")
+        if self.crop_rule not in CROP_RULES:
+            raise ValueError(f"crop_rule must be one of {CROP_RULES}, got {self.crop_rule!r}")
+        if self.landmark_residual_limit is not None and not self.landmark_residual_limit > 0:
+            raise ValueError(f"landmark_residual_limit must be > 0 or None, got {self.landmark_residual_limit}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -348,6 +431,10 @@ class ScanResult:
         icp: :class:`IcpInfo`, or None without ICP.
         timings: seconds per phase: ``prepare`` (prediction BVH), ``crop``, ``landmarks``, ``icp``,
             ``distance``, ``total``.
+        warning: "" or why the landmark fit is suspect (its best fit is a reflection: left/right
+            swapped; or its residual is implausible); with ``stop_implausible`` such a sample was
+            measured at the landmark similarity, without ICP.
+        landmark_check: :class:`LandmarkFitCheck` of the landmark fit (None for ``init="identity"``).
     """
 
     similarity: Similarity
@@ -361,6 +448,8 @@ class ScanResult:
     n_landmarks: int
     icp: IcpInfo | None
     timings: dict
+    warning: str = ""
+    landmark_check: LandmarkFitCheck | None = None
 
     def summary(self) -> dict:
         """JSON-ready scalars (no per-vertex arrays)."""
@@ -372,6 +461,8 @@ class ScanResult:
             "rotation_deg": self.similarity.rotation_deg, "translation_mm": self.similarity.t.tolist(),
             "icp": None if self.icp is None else dataclasses.asdict(self.icp),
             "timings_s": dict(self.timings),
+            "warning": self.warning,
+            "landmark_check": None if self.landmark_check is None else self.landmark_check.to_dict(),
         }
 
 
@@ -407,14 +498,19 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
         raise AlignmentError("ground-truth vertices contain NaN or Inf")
     mesh = prepared if prepared is not None else PreparedMesh(pred_vertices, pred_faces)
     lap("prepare")
-    center = None
-    if params.crop_radius_mm is None:
+    center, radius = None, params.crop_radius_mm
+    if params.crop_rule == "now":
+        if gt_landmarks is None:
+            raise AlignmentError("NoW's crop needs the ground-truth landmarks")
+        center, radius = now_crop(gt_landmarks)
+    elif radius is not None:
+        center = crop_center(gt_landmarks, params.crop_center, gt, params.crop_search_mm)
+    if center is None:
         kept = np.arange(len(gt), dtype=np.int64)
     else:
-        center = crop_center(gt_landmarks, params.crop_center, gt, params.crop_search_mm)
-        kept = crop_sphere(gt, center, params.crop_radius_mm)
+        kept = crop_sphere(gt, center, radius)
         if len(kept) < 3:
-            raise AlignmentError(f"the crop ({params.crop_radius_mm} mm) keeps {len(kept)} ground-truth vertices")
+            raise AlignmentError(f"the crop ({radius:.6g} mm) keeps {len(kept)} ground-truth vertices")
     lap("crop")
     if params.init == "landmarks":
         if pred_landmarks is None or gt_landmarks is None:
@@ -422,15 +518,18 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
         similarity = landmark_similarity(pred_landmarks, gt_landmarks, with_scale=params.with_scale)
         n_landmarks = int(np.sum(np.all(np.isfinite(np.asarray(pred_landmarks, dtype=float)), axis=1)
                                  & np.all(np.isfinite(np.asarray(gt_landmarks, dtype=float)), axis=1)))
+        check = landmark_fit_check(pred_landmarks, gt_landmarks, similarity, with_scale=params.with_scale,
+                                   residual_limit=params.landmark_residual_limit)
     else:
-        similarity, n_landmarks = Similarity.identity(), 0
+        similarity, n_landmarks, check = Similarity.identity(), 0, None
     lap("landmarks")
+    warning = "" if check is None else check.warning
     info = None
-    if params.icp:
+    if params.icp and not (warning and params.stop_implausible):
         similarity, info = _refine(mesh, gt[kept], similarity, max_iterations=params.max_iterations,
                                    tolerance=params.tolerance, max_correspondence_mm=params.max_correspondence_mm,
                                    with_scale=params.with_scale, method=params.method,
-                                   max_points=params.icp_max_points)
+                                   max_points=params.icp_max_points, final=params.final)
     lap("icp")
     gt_d = pred_idx = pred_d = None
     if params.direction in ("gt_to_pred", "symmetric"):
@@ -440,11 +539,12 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
             raise AlignmentError(f"direction {params.direction!r} needs the ground-truth faces")
         moved = similarity.apply(mesh.vertices)
         pred_idx = (np.arange(len(moved), dtype=np.int64) if center is None
-                    else crop_sphere(moved, center, params.crop_radius_mm))
+                    else crop_sphere(moved, center, radius))
         if len(pred_idx) == 0:
             raise AlignmentError("no aligned predicted vertex lies inside the crop sphere")
         pred_d = TriangleSurface(gt, gt_faces).closest_points(moved[pred_idx])[0]
     lap("distance")
     mean, median, rmse = metrics.scan_distance_stats(*(d for d in (gt_d, pred_d) if d is not None))
     timings["total"] = time.perf_counter() - start
-    return ScanResult(similarity, kept, gt_d, pred_idx, pred_d, mean, median, rmse, n_landmarks, info, timings)
+    return ScanResult(similarity, kept, gt_d, pred_idx, pred_d, mean, median, rmse, n_landmarks, info, timings,
+                      warning, check)

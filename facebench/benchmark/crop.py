@@ -14,14 +14,23 @@ import numpy as np
 
 from facebench.benchmark.similarity import AlignmentError, points_array
 
-__all__ = ["IBUG68_NOSE_TIP", "CROP_CENTERS", "SCAN_LANDMARK_ORDER", "NOSE_TIP_SEARCH_MM", "NOSE_TIP_LATERAL_MM",
-           "crop_sphere", "crop_center", "face_forward", "scan_nose_tip"]
+__all__ = ["IBUG68_NOSE_TIP", "CROP_CENTERS", "CROP_RULES", "SCAN_LANDMARK_ORDER", "NOSE_TIP_SEARCH_MM",
+           "NOSE_TIP_LATERAL_MM", "NOW_CENTRE_FRACTION", "NOW_RADIUS_FACTOR", "crop_sphere", "crop_center",
+           "face_forward", "scan_nose_tip", "now_crop"]
 
 #: 0-based iBUG-68 index of the nose tip (landmark 31).
 IBUG68_NOSE_TIP = 30
 #: Crop centres a protocol can name: a ground-truth landmark index, ``"nose_tip"`` (iBUG-68
 #: landmark 31 of the ground truth) or ``"scan_nose_tip"`` (found on the scan, :func:`scan_nose_tip`).
 CROP_CENTERS = ("nose_tip", "scan_nose_tip")
+#: Crop rules that set both centre and radius from the landmarks (None: ``crop_center`` + radius).
+CROP_RULES = (None, "now")
+#: NoW's crop (``compute_mask`` in now_evaluation's scan2mesh_computations.py, read, not copied): the
+#: centre lies this fraction of the way from the subnasale to the inner-eye-corner midpoint ...
+NOW_CENTRE_FRACTION = 0.3
+#: ... and the radius is this factor times the mean of the outer-eye-corner distance and the nose
+#: length (subnasale to the inner-eye-corner midpoint).
+NOW_RADIUS_FACTOR = 1.4
 #: Order of the first four scan landmarks (``micc4``; ``facewarehouse6`` starts with the same four).
 SCAN_LANDMARK_ORDER = ("right_eye_lacrimal", "left_eye_lacrimal", "nose_base", "lips_central")
 #: Default search radius (mm) around ``nose_base`` for :func:`scan_nose_tip`.
@@ -140,3 +149,30 @@ def crop_center(gt_landmarks, center: int | str, gt_vertices=None,
         raise AlignmentError(f"crop centre landmark {index} of the ground truth is missing (NaN)")
     return c
 
+
+
+def now_crop(landmarks) -> tuple[np.ndarray, float]:
+    """NoW's crop sphere from the seven NoW landmarks of a scan: ``(centre (3,), radius)`` in mm.
+
+    Landmarks in NoW's order (``now7``): right eye outer corner, right eye inner corner, left eye
+    inner corner, left eye outer corner, subnasale, right mouth corner, left mouth corner. With
+    ``b`` the midpoint of the inner eye corners (1, 2) and ``n`` the subnasale (4):
+    ``centre = n + 0.3 (b − n)`` and ``radius = 1.4 (|o_r − o_l| + |b − n|) / 2`` with ``o_r, o_l``
+    the outer eye corners (0, 3), as NoW's evaluation code defines its mask. The mouth corners are
+    not used.
+
+    Raises:
+        AlignmentError: fewer than 5 landmarks, or one of the five used is missing (NaN).
+    """
+    lm = points_array(landmarks, "NoW landmarks")
+    if len(lm) < 5:
+        raise AlignmentError(f"NoW's crop needs the 7 NoW landmarks, got {len(lm)}")
+    if not np.all(np.isfinite(lm[:5])):
+        raise AlignmentError("NoW's crop needs both eyes' corners and the subnasale; one is missing (NaN)")
+    subnasale = lm[4]
+    bridge = (lm[1] + lm[2]) / 2.0
+    centre = subnasale + NOW_CENTRE_FRACTION * (bridge - subnasale)
+    radius = NOW_RADIUS_FACTOR * (float(np.linalg.norm(lm[0] - lm[3])) + float(np.linalg.norm(bridge - subnasale))) / 2.0
+    if not radius > 0:
+        raise AlignmentError("NoW's crop radius is 0: the eye and nose landmarks coincide")
+    return centre, radius

@@ -1,7 +1,8 @@
 """Scan landmark sets of the real-data protocols on a face model's topology.
 
-A submission for ``micc-ramon2019`` / ``micc-95mm`` (landmark set ``micc4``) or
-``facewarehouse-ramon2019`` (``facewarehouse6``) gives the vertex of each scan landmark on its own
+A submission for ``micc-ramon2019`` / ``micc-95mm`` (landmark set ``micc4``),
+``facewarehouse-ramon2019`` (``facewarehouse6``) or ``now`` / ``now-metrical`` (``now7``: NoW's
+eye corners, subnasale and mouth corners, iBUG-68 37, 40, 43, 46, 34, 49, 55) gives the vertex of each scan landmark on its own
 topology, in the protocol's order (:data:`facebench.landmarks.SCAN_LANDMARK_SETS`).
 :func:`landmark_indices_for` finds them on a :class:`~facebench.models.MorphableModel`:
 
@@ -45,6 +46,7 @@ NAMED_ALIASES: dict[str, tuple[str, ...]] = {
     "lips_central": ("lips_central",),
     "right_ear_tragus": ("right_ear_tragus", "right_ear_level"),
     "left_ear_tragus": ("left_ear_tragus", "left_ear_level"),
+    "subnasale": (),  # now7: iBUG-68 34, the landmark NoW's submissions take from their 68 (not a named vertex)
 }
 #: 1-based iBUG-68 landmarks used when the model has no named landmark: one number, or a tuple
 #: whose mean is snapped to the nearest vertex of the mean shape.
@@ -53,6 +55,14 @@ IBUG_FALLBACK: dict[str, int | tuple[int, ...]] = {
     "left_eye_lacrimal": 43,
     "nose_base": 34,
     "lips_central": (63, 67),
+    # now7 (NoW's landmarks): eye corners, subnasale, mouth corners
+    "right_eye_outer_corner": 37,
+    "right_eye_inner_corner": 40,
+    "left_eye_inner_corner": 43,
+    "left_eye_outer_corner": 46,
+    "subnasale": 34,
+    "right_mouth_corner": 49,
+    "left_mouth_corner": 55,
 }
 
 

@@ -200,6 +200,29 @@ def scan_distance_stats(*distances) -> DistanceStats:
     return DistanceStats(mean, median, torch.sqrt(square))
 
 
+def pooled_distance_stats(distance_sets) -> dict[str, float | int | None]:
+    """NoW's aggregation: median, mean and standard deviation of every distance of every scan pooled.
+
+    NoW's evaluator (``cumulative_errors.py`` in ``soubhiksanyal/now_evaluation``) stacks the
+    distance arrays of all scans into one array and reports ``np.median``, ``np.mean`` and
+    ``np.std`` of it (population std, ddof 0), so a scan with many cropped vertices weighs more
+    than one with few, unlike the per-sample mean. Empty sets (unscored samples) add nothing.
+
+    Args:
+        distance_sets: iterable of ``(K_i,)`` distance arrays (mm).
+
+    Returns:
+        ``{"median_mm", "mean_mm", "std_mm", "n_distances", "n_sets"}`` (None values when no distance).
+    """
+    sets = [np.asarray(d, np.float64).ravel() for d in distance_sets]
+    sets = [d for d in sets if len(d)]
+    if not sets:
+        return {"median_mm": None, "mean_mm": None, "std_mm": None, "n_distances": 0, "n_sets": 0}
+    pooled = np.concatenate(sets)
+    return {"median_mm": float(np.median(pooled)), "mean_mm": float(pooled.mean()), "std_mm": float(pooled.std()),
+            "n_distances": int(len(pooled)), "n_sets": len(sets)}
+
+
 # ---------------------------------------------------------------------------- camera
 def translation_error_cm(t, t_hat):
     """``‖t − t̂‖`` ``(...,)`` in **cm** of camera translations ``t, t̂ (..., 3)`` in mm

@@ -19,6 +19,17 @@ Presets:
   ``facebench datasets prepare micc|facewarehouse`` (per-sample scans of their own topology; see
   :mod:`facebench.datasets.scan_dataset`). Each parameter and its source (the paper's text, the
   authors' data README, or our choice) is in ``benchmark/<name>.md``.
+- ``now``, ``now-metrical`` (version 1.0) — the NoW challenge's scan protocol (Sanyal et al. 2019,
+  ``soubhiksanyal/now_evaluation``) on files written by ``facebench datasets prepare now``:
+  NoW's seven landmarks, NoW's crop rule, similarity (metrical: rigid) over every cropped scan
+  vertex, and NoW's pooled aggregation beside the per-sample statistics (``benchmark/now.md``).
+
+**Versions.** A preset whose numbers change gets a new version; the old version stays scoreable
+as ``name@version`` (:func:`get_protocol`, :data:`VERSIONS`). Version 1.1 of the four scan presets
+above replaces 1.0's final open3d ICP step on the predicted vertices and vertex normals (off by
+0.01–0.02 mm on an exact copy of a scan denser than the prediction) by exact point-to-plane steps on
+the predicted triangles (``icp_final="exact"``), and stops a sample whose landmark fit is a
+reflection or implausible after the landmark fit (``stop_implausible``; every version warns).
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ class Protocol:
         icp: "none", "point_to_plane" or "point_to_point".
         icp_scale: refine scale during ICP (similarity protocols).
         icp_max_iterations, icp_tolerance: ICP convergence (relative RMSE change).
-        icp_max_correspondence_mm: correspondence distance cut-off during ICP.
+        icp_max_correspondence_mm: correspondence distance cut-off during ICP; None: no cut-off.
         icp_max_points: ICP uses at most this many ground-truth points (fixed-seed subset); None: all.
         crop_center: "nose_tip" (iBUG 31 of the ground truth), "scan_nose_tip" (the scan vertex
             most frontal along the face's forward direction near the annotated nose base, see
@@ -62,6 +73,15 @@ class Protocol:
         pose_metrics: report camera translation/rotation and reprojection errors when given.
         yaw_bins: |yaw| bin edges for per-bin aggregates.
         bootstrap_resamples, bootstrap_seed: percentile bootstrap of each mean (95% CI).
+        icp_final: last ICP stage, "exact" (point-to-plane on exact closest points of the predicted
+            triangles to convergence) or "open3d" (version 1.0: a rigid open3d ICP on the predicted
+            vertices with vertex normals); see :data:`facebench.benchmark.align.FINALS`.
+        crop_rule: "now" (centre and radius from NoW's seven landmarks, NoW's rule; ``crop_center``
+            and ``crop_radius_mm`` unused) or None.
+        landmark_residual_limit: a landmark fit with an RMS residual above this fraction of the
+            ground-truth landmarks' RMS radius is implausible (warned); None: not checked.
+        stop_implausible: a sample whose landmark fit is a reflection or implausible stops after
+            the landmark fit (measured there, no ICP) instead of grinding ICP.
     """
 
     name: str
@@ -76,7 +96,7 @@ class Protocol:
     icp_scale: bool = False
     icp_max_iterations: int = 50
     icp_tolerance: float = 1e-6
-    icp_max_correspondence_mm: float = 10.0
+    icp_max_correspondence_mm: float | None = 10.0
     icp_max_points: int | None = 5000
     crop_center: str | None = None
     crop_radius_mm: float | None = None
@@ -87,6 +107,10 @@ class Protocol:
     yaw_bins: tuple[float, ...] = DEFAULT_YAW_BINS
     bootstrap_resamples: int = 2000
     bootstrap_seed: int = 0
+    icp_final: str = "exact"
+    crop_rule: str | None = None
+    landmark_residual_limit: float | None = 0.3
+    stop_implausible: bool = True
 
     def __post_init__(self) -> None:
         allowed = {
@@ -94,9 +118,11 @@ class Protocol:
             "alignment": ("none", "rigid", "similarity"),
             "icp": ("none", "point_to_plane", "point_to_point"),
             "distance_direction": ("gt_to_pred", "pred_to_gt", "symmetric"),
-            "aggregation": ("mean", "rmse_mean_std"),
-            "dataset_kind": ("synthetic", "micc", "facewarehouse"),
+            "aggregation": ("mean", "rmse_mean_std", "now_pooled"),
+            "dataset_kind": ("synthetic", "micc", "facewarehouse", "now"),
             "crop_center": (None, "nose_tip", "scan_nose_tip"),
+            "icp_final": ("exact", "open3d"),
+            "crop_rule": (None, "now"),
         }
         for field, values in allowed.items():
             if getattr(self, field) not in values:
@@ -124,6 +150,9 @@ class Protocol:
         if unknown:
             raise ValueError(f"unknown protocol fields: {sorted(unknown)}")
         data = dict(data)
+        # written before these fields existed (version 1.0 presets): the behaviour of that time
+        data.setdefault("icp_final", "open3d")
+        data.setdefault("stop_implausible", False)
         if "yaw_bins" in data:
             data["yaw_bins"] = tuple(data["yaw_bins"])
         return cls(**data)
@@ -143,7 +172,7 @@ SYNTHETIC = Protocol(
 
 SYNTHETIC_SCAN = Protocol(
     name="synthetic-scan",
-    version="1.0",
+    version="1.1",
     description=(
         "Synthetic ground truth treated as a scan: similarity from the 68 iBUG landmarks (Umeyama, "
         "reflections refused), point-to-plane ICP with scale refinement, then the distance from every "
@@ -169,7 +198,7 @@ _REAL_ICP = dict(topology="scan", alignment="similarity", icp="point_to_plane", 
 
 MICC_RAMON2019 = Protocol(
     name="micc-ramon2019",
-    version="1.0",
+    version="1.1",
     description=(
         "MICC Florence, Indoor-Cooperative video, the most frontal frame listed by Ramon et al.; similarity "
         "(Umeyama, no reflection) from the 4 annotated scan vertices (right/left eye lacrimal, nose base, lips "
@@ -184,7 +213,7 @@ MICC_RAMON2019 = Protocol(
 
 FACEWAREHOUSE_RAMON2019 = Protocol(
     name="facewarehouse-ramon2019",
-    version="1.0",
+    version="1.1",
     description=(
         "FaceWarehouse neutral expression (pose_0), similarity (Umeyama, no reflection) from the 6 template "
         "vertices of Ramon et al., point-to-plane ICP with scale, mean distance from every template vertex to the "
@@ -200,7 +229,7 @@ FACEWAREHOUSE_RAMON2019 = Protocol(
 
 MICC_95MM = Protocol(
     name="micc-95mm",
-    version="1.0",
+    version="1.1",
     description=(
         "MICC Florence, the common variant: crop the scan to a 95 mm sphere around its nose tip (the most frontal "
         "scan vertex near the annotated nose base), similarity from the 4 annotated vertices, point-to-plane ICP, "
@@ -217,13 +246,64 @@ MICC_95MM = Protocol(
     **_REAL_ICP,
 )
 
+#: NoW's seven landmarks (``now7``), its crop, every cropped scan vertex in the ICP (no subset, no
+#: correspondence cut-off), exact scan-vertex -> predicted-surface distances (benchmark/now.md).
+_NOW = dict(dataset_kind="now", topology="scan", landmarks="now7", icp="point_to_plane", icp_max_iterations=50,
+            icp_tolerance=1e-6, icp_max_correspondence_mm=None, icp_max_points=None, crop_rule="now",
+            distance_direction="gt_to_pred", aggregation="now_pooled", pose_metrics=False)
+
+NOW = Protocol(
+    name="now",
+    version="1.0",
+    description=(
+        "NoW challenge (non-metrical): crop the scan to NoW's sphere (centre 0.3 of the way from the subnasale to the "
+        "inner-eye-corner midpoint, radius 1.4 x the mean of the outer-eye-corner distance and the nose length), "
+        "similarity from NoW's seven landmarks (never a reflection), point-to-plane similarity ICP on every cropped "
+        "scan vertex, exact scan-vertex to predicted-surface distances; NoW's pooled median/mean/std of all distances "
+        "beside per-sample statistics (benchmark/now.md)."
+    ),
+    reimplements="Sanyal et al. 2019 (RingNet), the NoW evaluation as in soubhiksanyal/now_evaluation",
+    alignment="similarity",
+    icp_scale=True,
+    **_NOW,
+)
+
+NOW_METRICAL = Protocol(
+    name="now-metrical",
+    version="1.0",
+    description=(
+        "NoW challenge, metrical variant: as 'now' but rigid (the prediction's millimetres are kept: landmark fit and "
+        "ICP without scale), as NoW's metrical evaluation (benchmark/now.md)."
+    ),
+    reimplements="Sanyal et al. 2019 / MICA (Zielonka et al. 2022), NoW metrical evaluation as in "
+                 "soubhiksanyal/now_evaluation",
+    alignment="rigid",
+    icp_scale=False,
+    **_NOW,
+)
+
+_CURRENT_SCAN = (SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM)
+
 PRESETS: dict[str, Protocol] = {
-    p.name: p for p in (SYNTHETIC, SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM)
+    p.name: p for p in (SYNTHETIC, *_CURRENT_SCAN, NOW, NOW_METRICAL)
+}
+#: Every scoreable version, ``{"name@version": protocol}``: the current presets and the scan
+#: presets' version 1.0 (final open3d ICP step on vertex normals, no early stop).
+VERSIONS: dict[str, Protocol] = {
+    **{p.id: p for p in PRESETS.values()},
+    **{f"{p.name}@1.0": dataclasses.replace(p, version="1.0", icp_final="open3d", stop_implausible=False)
+       for p in _CURRENT_SCAN},
 }
 
 
 def get_protocol(name: str) -> Protocol:
-    """The preset protocol called ``name`` (see :data:`PRESETS`)."""
+    """The preset protocol called ``name`` (its current version, :data:`PRESETS`) or ``name@version``
+    (any scoreable version, :data:`VERSIONS`)."""
+    if "@" in name:
+        try:
+            return VERSIONS[name]
+        except KeyError:
+            raise FacebenchError(f"unknown protocol version {name!r}; known: {', '.join(VERSIONS)}") from None
     try:
         return PRESETS[name]
     except KeyError:

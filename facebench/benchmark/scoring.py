@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ import pandas as pd
 
 from facebench import __version__
 from facebench.atomic import atomic_path
-from facebench.benchmark import metrics
+from facebench.benchmark import metrics, statistics
 from facebench.benchmark.method_name import check_method_name
 from facebench.benchmark.protocols import Protocol
 from facebench.datasets.dataset_file import FaceDataset
@@ -82,6 +83,8 @@ def score(
     method: str | None = None,
     chunk_size: int = 16,
     progress: Progress | None = None,
+    workers: int = 1,
+    dask_address: str | None = None,
 ) -> ScoreResult:
     """Score ``submission_path`` against ``dataset_path`` under ``protocol``.
 
@@ -93,6 +96,10 @@ def score(
         chunk_size: samples per vectorized step (corresponding topology); small chunks keep the
             arrays in cache and are fastest (16: 3.7 s for 2,000 samples here, 256: 8.2 s).
         progress: optional ``callback(done, total)``.
+        workers: processes on this machine (corresponding topology; > 1: the chunks are scored in
+            parallel by :mod:`facebench.benchmark.parallel_scoring`, with the same bytes as one process).
+        dask_address: score the chunks on the workers of this dask.distributed scheduler instead
+            (they must see the same dataset and submission paths).
 
     Raises:
         InvalidSubmission: the submission failed validation (``error.report`` has every problem).
@@ -104,16 +111,21 @@ def score(
     t0 = time.perf_counter()
     dataset = FaceDataset(dataset_path)
     _check_dataset(dataset, protocol)
+    if (workers > 1 or dask_address) and protocol.topology != "corresponding":
+        raise FacebenchError(f"protocol {protocol.name} aligns one scan at a time: parallel scoring (workers, dask) "
+                             "covers corresponding-topology protocols only so far; score with one worker")
     topology = "dataset" if protocol.topology == "corresponding" else "any"
     with load_submission(submission_path, dataset, topology=topology) as submission:
         timings["validate"] = time.perf_counter() - t0
         method = (check_method_name(method, where="--method") if method is not None
                   else (submission.report.method if submission.report else None) or "unnamed")  # validated name
         t1 = time.perf_counter()
+        warnings: dict[int, str] = {}
         if protocol.topology == "corresponding":
-            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress)
+            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress,
+                                                                 workers, dask_address)
         else:
-            values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress)
+            values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress, warnings)
         timings["evaluate"] = time.perf_counter() - t1
         submission_info = {
             "path": str(submission_path),
@@ -124,7 +136,13 @@ def score(
         }
     t2 = time.perf_counter()
     per_sample = _per_sample_table(dataset, values, errors, protocol)
+    per_sample.insert(int(per_sample.columns.get_loc("error")) + 1, "warning",
+                      [warnings.get(i, "") for i in range(len(dataset))])
     summary = _summarize(dataset, per_sample, protocol, method, submission_info, values)
+    summary["n_warnings"] = len(warnings)
+    if protocol.topology == "scan":  # NoW's aggregation: every distance of every scan pooled
+        summary["pooled"] = metrics.pooled_distance_stats(
+            np.split(per_vertex["distances"].astype(np.float64), per_vertex["offsets"][1:-1]))
     timings["summarize"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     summary["timings_s"] = timings
@@ -141,49 +159,26 @@ def _check_dataset(dataset: FaceDataset, protocol: Protocol) -> None:
 
 # ---------------------------------------------------------------------------- evaluate
 def _evaluate_corresponding(dataset: FaceDataset, submission, protocol: Protocol, chunk_size: int,
-                            progress: Progress | None):
+                            progress: Progress | None, workers: int = 1, dask_address: str | None = None):
+    from facebench.benchmark.parallel_scoring import accumulate, evaluate_chunk, parallel_chunks
+
     n, V = len(dataset), dataset.n_vertices
     keys = ["shape_mm", *(POSE_METRICS if protocol.pose_metrics and submission.has_pose else ())]
     values = {key: np.full(n, np.nan) for key in keys}
     sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
     sum_gt = np.zeros((V, 3))
     dense = np.full((n, V), np.nan, np.float16) if n * V <= MAX_DENSE_PER_VERTEX else None
-    shared_K = dataset.shared_K
-    samples = iter(submission.samples(chunk_size=chunk_size))
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        chunk = [next(samples) for _ in range(start, stop)]
-        present = np.array([s.vertices is not None for s in chunk])
-        gt_all = dataset.read("vertices", start, stop).astype(np.float64)
-        sum_gt += gt_all.sum(axis=0)
-        if not present.any():
-            _report(progress, stop, n)
-            continue
-        rows = np.flatnonzero(present)
-        gt = gt_all[rows]
-        pred = np.stack([chunk[i].vertices for i in rows]).astype(np.float64)
-        errors = metrics.per_vertex_error_mm(gt, pred)
-        index = start + rows
-        values["shape_mm"][index] = metrics.shape_error_from_per_vertex(errors)
-        sum_per_vertex += errors.sum(axis=0)
-        count += len(rows)
-        if dense is not None:
-            dense[index] = errors.astype(np.float16)
-        if "rotation_deg" in values:
-            posed = np.array([chunk[i].q is not None and chunk[i].t is not None for i in rows])
-            if posed.any():
-                sel = rows[posed]
-                q = dataset.read("q", start, stop)[sel]
-                t = dataset.read("t", start, stop)[sel]
-                q_hat = np.stack([chunk[i].q for i in sel])
-                t_hat = np.stack([chunk[i].t for i in sel])
-                K = shared_K if shared_K is not None else dataset.read("K", start, stop)[sel]
-                at = start + sel
-                values["translation_cm"][at] = metrics.translation_error_cm(t, t_hat)
-                values["rotation_deg"][at] = metrics.rotation_error_deg(q, q_hat)
-                values["reprojection_px"][at] = metrics.reprojection_error_px(
-                    gt[posed], q, t, pred[posed], q_hat, t_hat, K)
-        _report(progress, stop, n)
+    if workers > 1 or dask_address:  # same chunks, other processes, added here in chunk order: same bytes
+        pieces = parallel_chunks(dataset.path, submission.path, n, keys, chunk_size, dense is not None,
+                                 workers=workers, dask_address=dask_address)
+    else:
+        samples = iter(submission.samples(chunk_size=chunk_size))
+        pieces = (evaluate_chunk(dataset, [next(samples) for _ in range(start, stop)], start, stop, keys,
+                                 dataset.shared_K, dense is not None)
+                  for start, stop in ((s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)))
+    for piece in pieces:
+        accumulate(piece, values, sum_per_vertex, count, sum_gt, dense)
+        _report(progress, piece.stop, n)
     per_vertex = _per_vertex_common(dataset, sum_per_vertex, count, sum_gt / max(n, 1))
     if dense is not None:
         per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
@@ -201,12 +196,17 @@ def _scan_params(protocol: Protocol):
         method=protocol.icp if protocol.icp != "none" else "point_to_plane",
         max_iterations=protocol.icp_max_iterations,
         tolerance=protocol.icp_tolerance,
-        max_correspondence_mm=protocol.icp_max_correspondence_mm,
+        max_correspondence_mm=(math.inf if protocol.icp_max_correspondence_mm is None
+                               else protocol.icp_max_correspondence_mm),
         icp_max_points=protocol.icp_max_points,
         crop_center=protocol.crop_center or "nose_tip",
         crop_radius_mm=protocol.crop_radius_mm,
         crop_search_mm=protocol.crop_search_mm,
         direction=protocol.distance_direction,
+        final=protocol.icp_final,
+        crop_rule=protocol.crop_rule,
+        landmark_residual_limit=protocol.landmark_residual_limit,
+        stop_implausible=protocol.stop_implausible,
     )
 
 
@@ -214,7 +214,8 @@ class _ScanUnreadable(Exception):
     """A sample's ground-truth scan is missing or unreadable in the dataset file: that sample fails."""
 
 
-def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None):
+def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None,
+                   warnings: dict[int, str] | None = None):
     """Align and measure one sample at a time. Ground truth: ``dataset.scan(i)`` (the sample's own
     scan for MICC/FaceWarehouse files, the vertices with the shared faces for synthetic ones) and
     ``dataset.scan_landmarks(i)`` in the protocol's landmark order. Per-vertex results: ragged
@@ -247,6 +248,8 @@ def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progres
             except (AlignmentError, _ScanUnreadable) as error:  # only these: a bug is an internal error, exit 1
                 errors[i] = str(error)
             else:
+                if result.warning and warnings is not None:
+                    warnings[i] = result.warning
                 values["shape_mm"][i] = result.mean_mm
                 values["median_mm"][i] = result.median_mm
                 values["rmse_mm"][i] = result.rmse_mm
@@ -301,6 +304,8 @@ def _per_sample_table(dataset: FaceDataset, values: dict[str, np.ndarray], error
     table["error"] = [errors.get(i, "") for i in range(n)]
     table["yaw"], table["pitch"], table["roll"] = yaw, pitch, roll
     table["yaw_bin"] = metrics.yaw_bin_labels(yaw, protocol.yaw_bins) if np.isfinite(yaw).all() else ""
+    if "subject" in dataset.extra_fields:  # the bootstrap's resampling unit (benchmark/statistics.py)
+        table["subject"] = np.asarray(dataset.read("subject"), np.int64)
     for key, column in values.items():
         table[key] = column
     return table
@@ -312,13 +317,16 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
     n_expected = len(table)
     n_scored = int(table["scored"].sum())
     resamples, seed = protocol.bootstrap_resamples, protocol.bootstrap_seed
-    summary_metrics = {key: metrics.describe(table[key], resamples=resamples, seed=seed) for key in values}
+    subjects = table["subject"] if "subject" in table else None
+    summary_metrics = {key: statistics.describe(table[key], subjects, resamples=resamples, seed=seed)
+                       for key in values}
     bins: dict[str, dict[str, Any]] = {}
     if (table["yaw_bin"] != "").all():
         groups = dict(tuple(table.groupby("yaw_bin", sort=False)))
         order = [name for name in (*metrics.yaw_bin_names(protocol.yaw_bins), "out") if name in groups]
         for key in values:
-            bins[key] = {label: metrics.describe(groups[label][key], resamples=resamples, seed=seed)
+            bins[key] = {label: statistics.describe(groups[label][key], groups[label].get("subject"),
+                                                    resamples=resamples, seed=seed)
                          for label in order}
     summary = {
         "format": RESULTS_FORMAT,
@@ -347,6 +355,8 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
         "metrics": summary_metrics,
         "bins": bins,
         "bin_edges_yaw_deg": list(protocol.yaw_bins),
+        # bootstrap CIs resample subjects when the dataset's subject ids repeat, else images
+        "resampling": statistics.resampling_unit(None if subjects is None else subjects[table["scored"]]),
     }
     if protocol.aggregation == "rmse_mean_std" and "rmse_mm" in summary_metrics:
         summary["headline"] = {"metric": "rmse_mm", "mean": summary_metrics["rmse_mm"]["mean"],

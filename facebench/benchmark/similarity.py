@@ -18,7 +18,18 @@ import numpy as np
 from facebench.errors import FacebenchError
 from facebench.geometry import similarity_from_correspondences
 
-__all__ = ["AlignmentError", "Similarity", "landmark_similarity", "points_array", "check_spread"]
+__all__ = ["AlignmentError", "Similarity", "landmark_similarity", "points_array", "check_spread",
+           "LandmarkFitCheck", "landmark_fit_check", "LANDMARK_RESIDUAL_LIMIT", "REFLECTION_RATIO",
+           "REFLECTION_MARGIN_MM"]
+
+#: A landmark fit whose RMS residual exceeds this fraction of the ground-truth landmarks' RMS
+#: radius (distance from their centroid) is implausible (:func:`landmark_fit_check`).
+LANDMARK_RESIDUAL_LIMIT = 0.3
+#: The best fit is called a reflection when the best reflecting fit's RMS residual is below this
+#: fraction of the proper fit's ...
+REFLECTION_RATIO = 0.5
+#: ... and at least this much (mm) below it (near-planar landmark sets fit a reflection as well).
+REFLECTION_MARGIN_MM = 0.5
 
 
 class AlignmentError(FacebenchError):
@@ -132,3 +143,60 @@ def landmark_similarity(pred_landmarks, gt_landmarks, *, with_scale: bool = True
     s, R, t = similarity_from_correspondences(p[ok], g[ok], with_scale=with_scale)
     return Similarity(s, R, t)
 
+
+
+@dataclass(frozen=True)
+class LandmarkFitCheck:
+    """Plausibility of a landmark fit (ground-truth mm).
+
+    Attributes:
+        rms_mm: RMS landmark residual of the (proper) fit used.
+        reflected_rms_mm: RMS residual of the best fit that includes a reflection (never used; a
+            diagnostic: far below ``rms_mm`` means the prediction's left and right are swapped).
+        radius_mm: RMS distance of the ground-truth landmarks from their centroid.
+        warning: "" or the reason the fit is suspect.
+    """
+
+    rms_mm: float
+    reflected_rms_mm: float
+    radius_mm: float
+    warning: str
+
+    def to_dict(self) -> dict:
+        return {"rms_mm": self.rms_mm, "reflected_rms_mm": self.reflected_rms_mm, "radius_mm": self.radius_mm,
+                "warning": self.warning}
+
+
+def landmark_fit_check(pred_landmarks, gt_landmarks, similarity: Similarity, *, with_scale: bool = True,
+                       residual_limit: float | None = LANDMARK_RESIDUAL_LIMIT) -> LandmarkFitCheck:
+    """Check a landmark fit: is its best fit a reflection (left/right swapped), is its residual implausible?
+
+    The reflected fit is the proper fit of the predicted landmarks mirrored through x = 0 (every
+    reflection is one mirror followed by a proper rotation). Warnings (see the module constants):
+    ``"reflection"`` when the reflected residual is below :data:`REFLECTION_RATIO` times the proper
+    one and :data:`REFLECTION_MARGIN_MM` below it; ``"implausible landmark residual"`` when the
+    proper residual exceeds ``residual_limit`` times the ground-truth landmarks' RMS radius.
+
+    Args:
+        pred_landmarks, gt_landmarks: ``(L, 3)`` as given to :func:`landmark_similarity` (NaN rows skipped).
+        similarity: the fit :func:`landmark_similarity` returned for them.
+        with_scale: as for that fit. residual_limit: relative limit, or None for no residual check.
+    """
+    p = points_array(pred_landmarks, "predicted landmarks")
+    g = points_array(gt_landmarks, "ground-truth landmarks")
+    ok = np.all(np.isfinite(p), axis=1) & np.all(np.isfinite(g), axis=1)
+    p, g = p[ok], g[ok]
+    rms = float(np.sqrt(np.mean(np.sum((similarity.apply(p) - g) ** 2, axis=1))))
+    mirrored = p * np.array([-1.0, 1.0, 1.0])
+    s, R, t = similarity_from_correspondences(mirrored, g, with_scale=with_scale)
+    reflected = float(np.sqrt(np.mean(np.sum((s * mirrored @ R.T + t - g) ** 2, axis=1))))
+    radius = float(np.sqrt(np.mean(np.sum((g - g.mean(axis=0)) ** 2, axis=1))))
+    warnings = []
+    if reflected < REFLECTION_RATIO * rms and rms - reflected > REFLECTION_MARGIN_MM:
+        warnings.append(f"reflection: the landmarks fit a mirror image far better (RMS {reflected:.2f} mm against "
+                        f"{rms:.2f} mm without reflection); left and right look swapped")
+    if residual_limit is not None and rms > residual_limit * radius:
+        warnings.append(f"implausible landmark residual: RMS {rms:.2f} mm after the "
+                        f"{'similarity' if with_scale else 'rigid fit'}, above {residual_limit:g} x the landmarks' "
+                        f"{radius:.1f} mm RMS radius")
+    return LandmarkFitCheck(rms, reflected, radius, "; ".join(warnings))

@@ -72,7 +72,7 @@ PER_SAMPLE_FIELDS = (
 OPTIONAL_FIELDS = {"subject": ((), np.int64), "mirror_of": ((), np.int64)}
 COEFFICIENT_FIELDS = ("identity", "expression", "reflectance")
 #: Dataset kinds whose samples are scans (``dataset_kind`` attribute).
-SCAN_KINDS = ("micc", "facewarehouse")
+SCAN_KINDS = ("micc", "facewarehouse", "now")
 #: Fields every scan dataset has.
 REQUIRED_SCAN_FIELDS = ("ids", "images", "face_boxes", "frame_sizes", "landmark_names", "scan_landmarks",
                         "scan_landmark_indices", "landmark_indices", "scans")
