@@ -33,7 +33,7 @@ import pandas as pd
 
 from facebench import __version__
 from facebench.atomic import atomic_path
-from facebench.benchmark import metrics, statistics
+from facebench.benchmark import metrics
 from facebench.benchmark.method_name import check_method_name
 from facebench.benchmark.protocols import Protocol
 from facebench.datasets.dataset_file import FaceDataset
@@ -83,8 +83,6 @@ def score(
     method: str | None = None,
     chunk_size: int = 16,
     progress: Progress | None = None,
-    workers: int = 1,
-    dask_address: str | None = None,
 ) -> ScoreResult:
     """Score ``submission_path`` against ``dataset_path`` under ``protocol``.
 
@@ -96,10 +94,6 @@ def score(
         chunk_size: samples per vectorized step (corresponding topology); small chunks keep the
             arrays in cache and are fastest (16: 3.7 s for 2,000 samples here, 256: 8.2 s).
         progress: optional ``callback(done, total)``.
-        workers: processes on this machine (corresponding topology; > 1: the chunks are scored in
-            parallel by :mod:`facebench.benchmark.parallel_scoring`, with the same bytes as one process).
-        dask_address: score the chunks on the workers of this dask.distributed scheduler instead
-            (they must see the same dataset and submission paths).
 
     Raises:
         InvalidSubmission: the submission failed validation (``error.report`` has every problem).
@@ -111,9 +105,6 @@ def score(
     t0 = time.perf_counter()
     dataset = FaceDataset(dataset_path)
     _check_dataset(dataset, protocol)
-    if (workers > 1 or dask_address) and protocol.topology != "corresponding":
-        raise FacebenchError(f"protocol {protocol.name} aligns one scan at a time: parallel scoring (workers, dask) "
-                             "covers corresponding-topology protocols only so far; score with one worker")
     topology = "dataset" if protocol.topology == "corresponding" else "any"
     with load_submission(submission_path, dataset, topology=topology) as submission:
         timings["validate"] = time.perf_counter() - t0
@@ -122,8 +113,7 @@ def score(
         t1 = time.perf_counter()
         warnings: dict[int, str] = {}
         if protocol.topology == "corresponding":
-            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress,
-                                                                 workers, dask_address)
+            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress)
         else:
             values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress, warnings)
         timings["evaluate"] = time.perf_counter() - t1
@@ -159,26 +149,49 @@ def _check_dataset(dataset: FaceDataset, protocol: Protocol) -> None:
 
 # ---------------------------------------------------------------------------- evaluate
 def _evaluate_corresponding(dataset: FaceDataset, submission, protocol: Protocol, chunk_size: int,
-                            progress: Progress | None, workers: int = 1, dask_address: str | None = None):
-    from facebench.benchmark.parallel_scoring import accumulate, evaluate_chunk, parallel_chunks
-
+                            progress: Progress | None):
     n, V = len(dataset), dataset.n_vertices
     keys = ["shape_mm", *(POSE_METRICS if protocol.pose_metrics and submission.has_pose else ())]
     values = {key: np.full(n, np.nan) for key in keys}
     sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
     sum_gt = np.zeros((V, 3))
     dense = np.full((n, V), np.nan, np.float16) if n * V <= MAX_DENSE_PER_VERTEX else None
-    if workers > 1 or dask_address:  # same chunks, other processes, added here in chunk order: same bytes
-        pieces = parallel_chunks(dataset.path, submission.path, n, keys, chunk_size, dense is not None,
-                                 workers=workers, dask_address=dask_address)
-    else:
-        samples = iter(submission.samples(chunk_size=chunk_size))
-        pieces = (evaluate_chunk(dataset, [next(samples) for _ in range(start, stop)], start, stop, keys,
-                                 dataset.shared_K, dense is not None)
-                  for start, stop in ((s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)))
-    for piece in pieces:
-        accumulate(piece, values, sum_per_vertex, count, sum_gt, dense)
-        _report(progress, piece.stop, n)
+    shared_K = dataset.shared_K
+    samples = iter(submission.samples(chunk_size=chunk_size))
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        chunk = [next(samples) for _ in range(start, stop)]
+        present = np.array([s.vertices is not None for s in chunk])
+        gt_all = dataset.read("vertices", start, stop).astype(np.float64)
+        sum_gt += gt_all.sum(axis=0)
+        if not present.any():
+            _report(progress, stop, n)
+            continue
+        rows = np.flatnonzero(present)
+        gt = gt_all[rows]
+        pred = np.stack([chunk[i].vertices for i in rows]).astype(np.float64)
+        errors = metrics.per_vertex_error_mm(gt, pred)
+        index = start + rows
+        values["shape_mm"][index] = metrics.shape_error_from_per_vertex(errors)
+        sum_per_vertex += errors.sum(axis=0)
+        count += len(rows)
+        if dense is not None:
+            dense[index] = errors.astype(np.float16)
+        if "rotation_deg" in values:
+            posed = np.array([chunk[i].q is not None and chunk[i].t is not None for i in rows])
+            if posed.any():
+                sel = rows[posed]
+                q = dataset.read("q", start, stop)[sel]
+                t = dataset.read("t", start, stop)[sel]
+                q_hat = np.stack([chunk[i].q for i in sel])
+                t_hat = np.stack([chunk[i].t for i in sel])
+                K = shared_K if shared_K is not None else dataset.read("K", start, stop)[sel]
+                at = start + sel
+                values["translation_cm"][at] = metrics.translation_error_cm(t, t_hat)
+                values["rotation_deg"][at] = metrics.rotation_error_deg(q, q_hat)
+                values["reprojection_px"][at] = metrics.reprojection_error_px(
+                    gt[posed], q, t, pred[posed], q_hat, t_hat, K)
+        _report(progress, stop, n)
     per_vertex = _per_vertex_common(dataset, sum_per_vertex, count, sum_gt / max(n, 1))
     if dense is not None:
         per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
@@ -304,8 +317,6 @@ def _per_sample_table(dataset: FaceDataset, values: dict[str, np.ndarray], error
     table["error"] = [errors.get(i, "") for i in range(n)]
     table["yaw"], table["pitch"], table["roll"] = yaw, pitch, roll
     table["yaw_bin"] = metrics.yaw_bin_labels(yaw, protocol.yaw_bins) if np.isfinite(yaw).all() else ""
-    if "subject" in dataset.extra_fields:  # the bootstrap's resampling unit (benchmark/statistics.py)
-        table["subject"] = np.asarray(dataset.read("subject"), np.int64)
     for key, column in values.items():
         table[key] = column
     return table
@@ -317,16 +328,13 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
     n_expected = len(table)
     n_scored = int(table["scored"].sum())
     resamples, seed = protocol.bootstrap_resamples, protocol.bootstrap_seed
-    subjects = table["subject"] if "subject" in table else None
-    summary_metrics = {key: statistics.describe(table[key], subjects, resamples=resamples, seed=seed)
-                       for key in values}
+    summary_metrics = {key: metrics.describe(table[key], resamples=resamples, seed=seed) for key in values}
     bins: dict[str, dict[str, Any]] = {}
     if (table["yaw_bin"] != "").all():
         groups = dict(tuple(table.groupby("yaw_bin", sort=False)))
         order = [name for name in (*metrics.yaw_bin_names(protocol.yaw_bins), "out") if name in groups]
         for key in values:
-            bins[key] = {label: statistics.describe(groups[label][key], groups[label].get("subject"),
-                                                    resamples=resamples, seed=seed)
+            bins[key] = {label: metrics.describe(groups[label][key], resamples=resamples, seed=seed)
                          for label in order}
     summary = {
         "format": RESULTS_FORMAT,
@@ -355,8 +363,6 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
         "metrics": summary_metrics,
         "bins": bins,
         "bin_edges_yaw_deg": list(protocol.yaw_bins),
-        # bootstrap CIs resample subjects when the dataset's subject ids repeat, else images
-        "resampling": statistics.resampling_unit(None if subjects is None else subjects[table["scored"]]),
     }
     if protocol.aggregation == "rmse_mean_std" and "rmse_mm" in summary_metrics:
         summary["headline"] = {"metric": "rmse_mm", "mean": summary_metrics["rmse_mm"]["mean"],
