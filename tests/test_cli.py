@@ -172,13 +172,13 @@ def _help_options(runner, *args) -> set[str]:
 
 def test_train_subcommands_list_only_their_own_options(runner):
     shared = {"--dataset", "--val", "--out", "--n-identity", "--batch", "--device", "--seed", "--method", "--resume",
-              "--overwrite", "--help"}
+              "--overwrite", "--help", "--threads"}
     regressor_only = {"--loss", "--alpha", "--beta", "--gamma", "--views", "--encoder", "--vgg16-weights", "--epochs",
                       "--lr", "--workers"}
     multilevel_only = {"--correctives", "--corrective-kind", "--corrective-hidden", "--n-expression",
                        "--n-reflectance", "--image-size", "--encoder-width", "--pretrain-iters", "--finetune-iters",
                        "--optimizer", "--lr-scale", "--lr-base", "--lr-shape", "--lr-reflectance",
-                       "--corrective-weight-lr-mult", "--weight", "--threads", "--eval-every", "--checkpoint-every",
+                       "--corrective-weight-lr-mult", "--weight", "--eval-every", "--checkpoint-every",
                        "--init-from"}
     assert _help_options(runner, "train", "regressor") == shared | regressor_only
     assert _help_options(runner, "train", "multilevel") == shared | multilevel_only

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: package (``facebench`` itself names only the root ``__init__``, which holds ``__version__``).
 LAYERS: list[tuple[str, ...]] = [
     # 0: foundations: errors, files, hashing, conventions, geometry, landmark sets, mesh files
-    ("facebench", "facebench.errors", "facebench.atomic", "facebench.hashing", "facebench.device",
+    ("facebench", "facebench.errors", "facebench.atomic", "facebench.hashing", "facebench.device", "facebench.threads",
      "facebench.cache", "facebench.download", "facebench.conventions", "facebench.geometry",
      "facebench.landmarks", "facebench.safe_hdf5", "facebench.mesh", "facebench.meshio_vrml", "facebench.meshio"),
     # 1: face models and rendering

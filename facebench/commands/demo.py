@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.threads_option import threads_option
+
 
 @click.command("demo")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("out/demo"),
@@ -15,6 +17,7 @@ import click
               help="Test samples to generate.")
 @click.option("--size", type=click.IntRange(32, 2048), default=224, show_default=True, help="Image size (px).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@threads_option()
 def demo_command(out, count, size, seed) -> None:
     """Generate a synthetic test set, write three baseline submissions, score them under the
     synthetic and synthetic-scan protocols, and build the leaderboard (CSV, plots, HTML)."""

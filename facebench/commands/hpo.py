@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.threads_option import threads_option
+
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) and math.isfinite(value) else "-"
@@ -23,8 +25,7 @@ def _fmt(value) -> str:
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the TPE sampler and every trial.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=1, show_default=True,
-              help="torch CPU threads (1 is fastest for the small encoder on 2 shared cores).")
+@threads_option(expose=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder: trials.csv, best.json, trial_NNN/.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")

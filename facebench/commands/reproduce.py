@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
 
@@ -46,7 +47,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--losses", default="coarse,xqt,gal,srl,mrl", show_default=True, help="Rows of Table 2.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads (1 fastest on 2 shared cores).")
+@threads_option(expose=True)
 @click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True,
               help="Score each loss after its last epoch, or at its epoch of lowest validation shape error.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.threads_option import threads_option
+
 
 @click.command("table3")
 @click.option("--micc", type=click.Path(path_type=Path), default=None,
@@ -25,6 +27,7 @@ import click
               help="The runs' face model file, for models read from a file (not needed for the procedural one).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--batch", type=int, default=16, show_default=True, help="Images per prediction batch.")
+@threads_option()
 def table3_command(micc, facewarehouse, runs, named, out, checkpoint, no_extra, model_path, device, batch) -> None:
     """Ramon et al. 2019 Table 3: predict with each run on MICC / FaceWarehouse, score under
     micc-ramon2019 / facewarehouse-ramon2019 (and micc-95mm); write table3.csv and table3.png."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
 __all__ = ["correctives_command", "corrective_spaces_command", "reflectance_command", "ablation_command"]
@@ -40,7 +41,7 @@ def _common(function):
                      help="Rate multiplier of the corrective spaces' matrices (quick: 0.1 with Adam; full: 1)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads."),
+        threads_option(expose=True),
         click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out."),
     ]
     for option in reversed(options):

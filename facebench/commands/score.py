@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from facebench.commands.base import EXIT_INVALID_INPUT
+from facebench.commands.threads_option import threads_option
 
 
 @click.command("score")
@@ -21,6 +22,7 @@ from facebench.commands.base import EXIT_INVALID_INPUT
               help="Results folder (per_sample.csv, summary.json, per_vertex.npz).")
 @click.option("--leaderboard", "board", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also add/replace this result's row in BOARD/leaderboard.csv (locked, atomic).")
+@threads_option()
 @click.pass_context
 def score_command(ctx, dataset, submission, protocol_name, method, out, board) -> None:
     """Score SUBMISSION against DATASET; exit 0 scored, 2 invalid submission, 1 internal error."""

@@ -7,12 +7,19 @@ from pathlib import Path
 import click
 
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
 
 @click.group(cls=FacebenchGroup)
 def synth() -> None:
     """Synthetic datasets: generate, info, world, show, merge."""
+
+
+#: Images per extra worker process of ``synth generate`` by default: a spawned worker takes about
+#: 5 s to start (import torch, receive the model) on 2 shared cores, i.e. ~200 images at one
+#: process's rate; from ~500 images per worker two processes win (perf/bench_threads.py).
+GENERATE_ROWS_PER_WORKER = 500
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -54,7 +61,10 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--split", default=None, help="Train/val/test percentages by subject, e.g. 70/10/20.")
 @click.option("--shard", default=None, metavar="I/N", help="Write only the I-th (0-based) of N shards.")
 @click.option("--shards", type=int, default=None, help="Write N shard files (in parallel with --workers).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Rendering processes.")
+@click.option("--workers", type=int, default=None,
+              help="Rendering processes, 1 torch thread each (default: one per core, but at most one per "
+                   f"{GENERATE_ROWS_PER_WORKER} images, which pay back a worker's start-up).")
+@threads_option()
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Images per rasterizer call.")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the renderer (cpu, cuda).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -92,6 +102,10 @@ def synth_generate(n, out, model_name, model_path, landmark_mapping, model_setti
     if shard is not None and shards is not None:
         raise FacebenchError("give --shard I/N or --shards N, not both")
     model = _load_model(model_name, model_path, landmark_mapping, None, model_settings)
+    if workers is None:
+        from facebench.threads import auto_workers
+
+        workers = auto_workers(n * (2 if symmetrize else 1), GENERATE_ROWS_PER_WORKER)
     spec = {"name": model_name, "path": None if model_path is None else str(model_path),
             "options": list(model_settings)}
     with tqdm(desc="rendering", unit="img", disable=None) as bar:

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
 #: ``--model`` values of the deprecated spelling -> subcommand.
@@ -107,7 +108,10 @@ def train_command() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Run folder: model.pt, best.pt, log.csv, config.json.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes, 1 thread each (default: one per core beyond the first; 0: load "
+                   "in the training process).")
+@threads_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--method", default=None, help="Method name of the run (default regressor-LOSS-ENCODER).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
@@ -118,8 +122,10 @@ def train_regressor_command(**options) -> None:
     from tqdm import tqdm
 
     from facebench.baselines.ramon2019.training import TrainConfig, train
+    from facebench.threads import loader_workers
 
-    config = TrainConfig(**{**options, "device": _auto_device(options["device"])})
+    config = TrainConfig(**{**options, "device": _auto_device(options["device"]),
+                            "workers": loader_workers(options["workers"])})
     bar = None
 
     def on_step(epoch: int, done: int, total: int, value: float) -> None:
@@ -179,7 +185,7 @@ def train_regressor_command(**options) -> None:
 @click.option("--weight", multiple=True, metavar="KEY=VALUE",
               help="Loss weight override, e.g. w_smo=0 (both stages) or finetune.w_ref=2 (repeatable).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@threads_option(expose=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=None, help="Validate every N iterations (100).")
 @click.option("--checkpoint-every", type=int, default=None, help="Write model.pt every N iterations (100).")
@@ -253,7 +259,9 @@ def multilevel_config(options: dict[str, Any]):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Submission file (.h5).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch", type=int, default=32, show_default=True)
-@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=None,
+              help="DataLoader worker processes (default: one per core beyond the first; 0: none).")
+@threads_option()
 @click.option("--method", default=None, help="Method name (default: the run's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
 @click.option("--codes", type=click.Path(path_type=Path), default=None,
@@ -272,6 +280,9 @@ def predict_command(checkpoint, dataset, out, device, batch, workers, method, ov
     if codes is not None:
         raise FacebenchError(f"{checkpoint}: --codes needs a multi-level checkpoint (facebench train multilevel)")
 
-    path = predict(checkpoint, dataset, out, device=_auto_device(device), batch_size=batch, workers=workers,
+    from facebench.threads import loader_workers
+
+    path = predict(checkpoint, dataset, out, device=_auto_device(device), batch_size=batch,
+                   workers=loader_workers(workers),
                    method=method, overwrite=overwrite)
     click.echo(f"wrote {path}")
