@@ -83,6 +83,8 @@ def score(
     method: str | None = None,
     chunk_size: int = 16,
     progress: Progress | None = None,
+    workers: int = 1,
+    dask_address: str | None = None,
 ) -> ScoreResult:
     """Score ``submission_path`` against ``dataset_path`` under ``protocol``.
 
@@ -94,6 +96,10 @@ def score(
         chunk_size: samples per vectorized step (corresponding topology); small chunks keep the
             arrays in cache and are fastest (16: 3.7 s for 2,000 samples here, 256: 8.2 s).
         progress: optional ``callback(done, total)``.
+        workers: processes on this machine (corresponding topology; > 1: the chunks are scored in
+            parallel by :mod:`facebench.benchmark.parallel_scoring`, with the same bytes as one process).
+        dask_address: score the chunks on the workers of this dask.distributed scheduler instead
+            (they must see the same dataset and submission paths).
 
     Raises:
         InvalidSubmission: the submission failed validation (``error.report`` has every problem).
@@ -105,6 +111,9 @@ def score(
     t0 = time.perf_counter()
     dataset = FaceDataset(dataset_path)
     _check_dataset(dataset, protocol)
+    if (workers > 1 or dask_address) and protocol.topology != "corresponding":
+        raise FacebenchError(f"protocol {protocol.name} aligns one scan at a time: parallel scoring (workers, dask) "
+                             "covers corresponding-topology protocols only so far; score with one worker")
     topology = "dataset" if protocol.topology == "corresponding" else "any"
     with load_submission(submission_path, dataset, topology=topology) as submission:
         timings["validate"] = time.perf_counter() - t0
@@ -113,7 +122,8 @@ def score(
         t1 = time.perf_counter()
         warnings: dict[int, str] = {}
         if protocol.topology == "corresponding":
-            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress)
+            values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress,
+                                                                 workers, dask_address)
         else:
             values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress, warnings)
         timings["evaluate"] = time.perf_counter() - t1
@@ -149,49 +159,26 @@ def _check_dataset(dataset: FaceDataset, protocol: Protocol) -> None:
 
 # ---------------------------------------------------------------------------- evaluate
 def _evaluate_corresponding(dataset: FaceDataset, submission, protocol: Protocol, chunk_size: int,
-                            progress: Progress | None):
+                            progress: Progress | None, workers: int = 1, dask_address: str | None = None):
+    from facebench.benchmark.parallel_scoring import accumulate, evaluate_chunk, parallel_chunks
+
     n, V = len(dataset), dataset.n_vertices
     keys = ["shape_mm", *(POSE_METRICS if protocol.pose_metrics and submission.has_pose else ())]
     values = {key: np.full(n, np.nan) for key in keys}
     sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
     sum_gt = np.zeros((V, 3))
     dense = np.full((n, V), np.nan, np.float16) if n * V <= MAX_DENSE_PER_VERTEX else None
-    shared_K = dataset.shared_K
-    samples = iter(submission.samples(chunk_size=chunk_size))
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        chunk = [next(samples) for _ in range(start, stop)]
-        present = np.array([s.vertices is not None for s in chunk])
-        gt_all = dataset.read("vertices", start, stop).astype(np.float64)
-        sum_gt += gt_all.sum(axis=0)
-        if not present.any():
-            _report(progress, stop, n)
-            continue
-        rows = np.flatnonzero(present)
-        gt = gt_all[rows]
-        pred = np.stack([chunk[i].vertices for i in rows]).astype(np.float64)
-        errors = metrics.per_vertex_error_mm(gt, pred)
-        index = start + rows
-        values["shape_mm"][index] = metrics.shape_error_from_per_vertex(errors)
-        sum_per_vertex += errors.sum(axis=0)
-        count += len(rows)
-        if dense is not None:
-            dense[index] = errors.astype(np.float16)
-        if "rotation_deg" in values:
-            posed = np.array([chunk[i].q is not None and chunk[i].t is not None for i in rows])
-            if posed.any():
-                sel = rows[posed]
-                q = dataset.read("q", start, stop)[sel]
-                t = dataset.read("t", start, stop)[sel]
-                q_hat = np.stack([chunk[i].q for i in sel])
-                t_hat = np.stack([chunk[i].t for i in sel])
-                K = shared_K if shared_K is not None else dataset.read("K", start, stop)[sel]
-                at = start + sel
-                values["translation_cm"][at] = metrics.translation_error_cm(t, t_hat)
-                values["rotation_deg"][at] = metrics.rotation_error_deg(q, q_hat)
-                values["reprojection_px"][at] = metrics.reprojection_error_px(
-                    gt[posed], q, t, pred[posed], q_hat, t_hat, K)
-        _report(progress, stop, n)
+    if workers > 1 or dask_address:  # same chunks, other processes, added here in chunk order: same bytes
+        pieces = parallel_chunks(dataset.path, submission.path, n, keys, chunk_size, dense is not None,
+                                 workers=workers, dask_address=dask_address)
+    else:
+        samples = iter(submission.samples(chunk_size=chunk_size))
+        pieces = (evaluate_chunk(dataset, [next(samples) for _ in range(start, stop)], start, stop, keys,
+                                 dataset.shared_K, dense is not None)
+                  for start, stop in ((s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)))
+    for piece in pieces:
+        accumulate(piece, values, sum_per_vertex, count, sum_gt, dense)
+        _report(progress, piece.stop, n)
     per_vertex = _per_vertex_common(dataset, sum_per_vertex, count, sum_gt / max(n, 1))
     if dense is not None:
         per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)

@@ -22,9 +22,14 @@ from facebench.commands.threads_option import threads_option
               help="Results folder (per_sample.csv, summary.json, per_vertex.npz).")
 @click.option("--leaderboard", "board", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also add/replace this result's row in BOARD/leaderboard.csv (locked, atomic).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Score in this many processes on this machine (same results, byte for byte).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Score on the workers of this dask.distributed scheduler (tcp://host:8786); they must see "
+                   "the same dataset and submission paths.")
 @threads_option()
 @click.pass_context
-def score_command(ctx, dataset, submission, protocol_name, method, out, board) -> None:
+def score_command(ctx, dataset, submission, protocol_name, method, out, board, workers, dask_address) -> None:
     """Score SUBMISSION against DATASET; exit 0 scored, 2 invalid submission, 1 internal error."""
     from tqdm import tqdm
 
@@ -39,7 +44,8 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board) -
             bar.update(done - bar.n)
 
         try:
-            result = score(dataset, submission, protocol, method=method, progress=progress)
+            result = score(dataset, submission, protocol, method=method, progress=progress, workers=workers,
+                           dask_address=dask_address)
         except InvalidSubmission as error:
             bar.close()
             click.echo(f"error: {error.report.refusal_line()}; not scored", err=True)  # first line: why
