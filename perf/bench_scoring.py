@@ -4,7 +4,7 @@ Builds a dataset without rendering (8x8 placeholder images; the scorer reads onl
 poses), a noisy-oracle submission, then times `facebench.benchmark.scoring.score` against a
 same-run reference: a plain per-sample Python loop computing the same four metrics.
 
-    python perf/bench_scoring.py [--n 6000]
+    python perf/bench_scoring.py [--n 6000] [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def reference_loop(dataset: Path, submission: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=6000)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to time (score --workers)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         dataset, submission = Path(work) / "d.h5", Path(work) / "s.h5"
@@ -82,6 +83,12 @@ def main() -> None:
         print(f"reference per-sample loop:   {reference:.2f} s; ratio {reference / timings['total']:.1f}x")
         print(f"mean shape error {result.summary['metrics']['shape_mm']['mean']:.4f} mm, "
               f"rotation {result.summary['metrics']['rotation_deg']['mean']:.4f} deg")
+        for workers in (int(w) for w in args.workers.split(",")):  # process start-up included
+            t0 = time.perf_counter()
+            timed = score(dataset, submission, get_protocol("synthetic"), workers=workers)
+            elapsed = time.perf_counter() - t0
+            print(f"score --workers {workers}: {elapsed:.2f} s total (evaluate {timed.summary['timings_s']['evaluate']:.2f} s); "
+                  f"{args.n / elapsed:.0f} samples/s")
 
 
 if __name__ == "__main__":
