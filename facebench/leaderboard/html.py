@@ -61,8 +61,11 @@ table.board th[aria-sort=ascending]::after{content:" \\25B2"} table.board th[ari
 table.board tr:nth-child(even){background:#fafafa}
 .ci{color:#666;font-size:.85em} .muted{color:#666;font-size:.9em}
 table.params{font-size:.85em;border-collapse:collapse} table.params td{padding:.1em .8em;border-bottom:1px solid #eee}
-figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:100%;border:1px solid #ddd}
+figure{display:inline-block;margin:.5em;vertical-align:top;max-width:100%} figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.85em;color:#444}
+.scroll{overflow-x:auto;max-width:100%}
+details.group>summary{font-size:1.3em;font-weight:600;cursor:pointer;margin-top:1.2em;border-bottom:1px solid #ccc}
+details.plots>summary{cursor:pointer;margin:.4em 0}
 """
 
 # Click a header: sort the rows of its table by that column (numbers numerically, via data-sort;
@@ -98,9 +101,16 @@ def _number(value: Any) -> float:
     return value
 
 
+#: Values smaller than this in magnitude are floating-point zeros (e.g. the rotation error of an exact
+#: pose, 6.5e-16 degrees) and print as 0.
+ZERO_BELOW = 1e-9
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     value = _number(value)
-    return "" if math.isnan(value) else f"{value:.{digits}g}"
+    if math.isnan(value):
+        return ""
+    return "0" if abs(value) < ZERO_BELOW else f"{value:.{digits}g}"
 
 
 def _cell(text: str, sort: Any = None, cls: str = "") -> str:
@@ -148,8 +158,8 @@ def _table(rows: pd.DataFrame) -> str:
         cells += [_cell(_E(str(row["date"])[:10]), cls="text"), _cell(f"<code>{_E(str(row['submission_sha256']))}</code>", cls="text"),
                   _cell(_E(str(row["facebench_version"])), cls="text")]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<table class="board"><thead><tr>' + "".join(head) + "</tr></thead><tbody>\n"
-            + "\n".join(body) + "\n</tbody></table>")
+    return ('<div class="scroll"><table class="board"><thead><tr>' + "".join(head) + "</tr></thead><tbody>\n"
+            + "\n".join(body) + "\n</tbody></table></div>")
 
 
 def _params(params: Mapping[str, Any]) -> str:
@@ -164,9 +174,29 @@ def _href(path: Path, base: Path) -> str:
     return _E(urllib.parse.quote(relative))
 
 
-def _section(group: GroupSection, base: Path) -> str:
+def _figure(plot: Plot, base: Path) -> str:
+    return (f'<figure><a href="{_href(plot.path, base)}"><img src="{_href(plot.path, base)}" '
+            f'alt="{_E(plot.caption)}" loading="lazy"></a><figcaption>{_E(plot.caption)}</figcaption></figure>')
+
+
+def _plots_by_metric(plots: Sequence[Plot], base: Path) -> list[str]:
+    """One collapsed block per metric (its per-bin and cumulative plots), then the heat maps."""
+    metrics = ordered_metric_keys({p.metric for p in plots if p.kind != "heatmap" and p.metric})
+    blocks = []
+    for metric in metrics:
+        figures = "".join(_figure(p, base) for p in plots if p.kind != "heatmap" and p.metric == metric)
+        blocks.append(f'<details class="plots"><summary>plots: {_E(metric_label(metric))} (per |yaw| bin, '
+                      f"cumulative)</summary>{figures}</details>")
+    heatmaps = [p for p in plots if p.kind == "heatmap"]
+    if heatmaps:
+        blocks.append('<details class="plots"><summary>plots: per-vertex mean shape error on the mean face</summary>'
+                      + "".join(_figure(p, base) for p in heatmaps) + "</details>")
+    return blocks
+
+
+def _section(group: GroupSection, base: Path, *, open_: bool = False) -> str:
     title = f"{group.protocol} {group.version} — dataset {group.dataset}"
-    parts = [f"<section><h2>{_E(title)}</h2>"]
+    parts = [f'<section><details class="group"{" open" if open_ else ""}><summary>{_E(title)}</summary>']
     params = group.protocol_params
     if params.get("description"):
         parts.append(f"<p>{_E(str(params['description']))}</p>")
@@ -174,10 +204,8 @@ def _section(group: GroupSection, base: Path) -> str:
         parts.append(f'<p class="muted">Re-implements: {_E(str(params["reimplements"]))}</p>')
     parts.append(_params(params))
     parts.append(_table(group.rows))
-    for plot in group.plots:
-        parts.append(f'<figure><a href="{_href(plot.path, base)}"><img src="{_href(plot.path, base)}" '
-                     f'alt="{_E(plot.caption)}" loading="lazy"></a><figcaption>{_E(plot.caption)}</figcaption></figure>')
-    parts.append("</section>")
+    parts += _plots_by_metric(group.plots, base)
+    parts.append("</details></section>")
     return "\n".join(parts)
 
 
@@ -185,8 +213,10 @@ def render_index(groups: Sequence[GroupSection], base: str | Path, *, title: str
                  generated: str | None = None) -> str:
     """The page as a string; links are relative to ``base`` (the folder of index.html)."""
     base = Path(base)
-    generated = generated or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    body = "\n".join(_section(g, base) for g in groups) or "<p>No results yet.</p>"
+    # the newest result's date, not the build time: rebuilding from the same results gives the same page
+    dates = [str(d) for g in groups if "date" in g.rows for d in g.rows["date"] if isinstance(d, str) and d]
+    generated = generated or (max(dates) if dates else datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    body = "\n".join(_section(g, base, open_=(i == 0)) for i, g in enumerate(groups)) or "<p>No results yet.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -196,7 +226,7 @@ def render_index(groups: Sequence[GroupSection], base: str | Path, *, title: str
 <h1>{_E(title)}</h1>
 <p class="muted">Lower is better for every error. Means over scored samples with bootstrap 95% confidence
 intervals; missing samples are never scored as 0 (see completion). Click a column header to sort.
-Data: <a href="{_E(BOARD_CSV)}">{_E(BOARD_CSV)}</a>. Generated {_E(generated)} by facebench.</p>
+Data: <a href="{_E(BOARD_CSV)}">{_E(BOARD_CSV)}</a>. Results as of {_E(generated)}. Click a section to open it.</p>
 {body}
 <script>{_JS}</script>
 </body></html>

@@ -122,8 +122,10 @@ def plot_bins(results: Sequence[Results], metric: str, out_path: str | Path) -> 
         ax.errorbar(x + offset, mean, yerr=yerr, color=color, marker="o", markersize=4, capsize=3,
                     linewidth=1.5, label=plot_label(r.method))
     ax.set_xticks(x)
-    ax.set_xticklabels([plot_label(label) for label in labels])
-    ax.set_xlabel("|yaw| bin (degrees)")
+    counts = [max((r.bins[metric][label].n for r in with_bins if r.bins[metric].get(label) is not None), default=0)
+              for label in labels]  # samples scored in each bin (the most any method scored)
+    ax.set_xticklabels([f"{plot_label(label)}\nn = {n}" for label, n in zip(labels, counts)])
+    ax.set_xlabel("|yaw| bin (degrees), n: samples in the bin")
     ax.set_ylabel(f"mean {plot_label(metric_label(metric))}")
     ax.set_ylim(bottom=0)
     ax.set_title(f"{plot_label(metric_label(metric)).capitalize()} per |yaw| bin — {_group_title(results)}\n"
