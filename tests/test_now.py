@@ -160,3 +160,119 @@ def test_implausible_landmark_residual_is_warned(model, asymmetric):
     scrambled = v[li][np.random.default_rng(0).permutation(len(li))]
     result = align_and_measure(v, f, scrambled, v, f, v[li], _scan_params(get_protocol("synthetic-scan")))
     assert "implausible landmark residual" in result.warning and result.icp is None
+
+
+# ---------------------------------------------------------------------------- NoW's layout, end to end
+def _write_pp(path, points):
+    rows = "\n".join(f' <point x="{x:.6f}" y="{y:.6f}" z="{z:.6f}" active="1" name="{i + 1}"/>'
+                     for i, (x, y, z) in enumerate(points))
+    path.write_text(f"<!DOCTYPE PickedPoints>\n<PickedPoints>\n <DocumentData>\n  <DataFileName name=\"scan.obj\"/>\n"
+                    f" </DocumentData>\n{rows}\n</PickedPoints>\n")
+
+
+@pytest.fixture(scope="module")
+def now_root(tmp_path_factory, model, asymmetric):
+    """NoW's layout with two subjects (scans of 14.5k vertices), three listed images (one
+    photograph present), and predictions in NoW's layout: exact copies under a similarity, in metres,
+    .txt and .npy landmarks, one prediction left/right swapped."""
+    from PIL import Image
+
+    from facebench.meshio import write_mesh
+
+    root = tmp_path_factory.mktemp("now")
+    li = landmark_indices_for(model, "now7")
+    other = model.shape(np.random.default_rng(4).standard_normal(model.n_identity)).astype(np.float64)
+    subjects = {"FaMoS_A": asymmetric, "FaMoS_B": (other, np.asarray(model.faces, np.int64))}
+    for subject, (v, f) in subjects.items():
+        (root / "scans" / subject).mkdir(parents=True)
+        (root / "scans_lmks_onlypp" / subject).mkdir(parents=True)
+        write_mesh(root / "scans" / subject / "scan.obj", v, f)
+        _write_pp(root / "scans_lmks_onlypp" / subject / "scan_picked_points.pp", v[li])
+    images = [("FaMoS_A", "multiview_neutral", "IMG_0001.jpg"), ("FaMoS_A", "multiview_expressions", "IMG_0002.jpg"),
+              ("FaMoS_B", "selfie", "IMG_0003.jpg")]
+    (root / "imagepathsvalidation.txt").write_text("".join(f"{s}/{c}/{i}\n" for s, c, i in images))
+    (root / "iphone_pictures" / "FaMoS_A" / "multiview_neutral").mkdir(parents=True)
+    Image.fromarray(np.full((40, 30, 3), 128, np.uint8)).save(root / "iphone_pictures/FaMoS_A/multiview_neutral/IMG_0001.jpg")
+    pred = root / "predictions"
+    rng = np.random.default_rng(8)
+    for n, (subject, challenge, image) in enumerate(images):
+        v, f = (asymmetric if subject == "FaMoS_A" else subjects[subject])
+        lm = v[li]
+        if n == 1:  # left/right swapped: mirrored vertices, the landmarks moved with them
+            v, f, lm = v * np.array([-1.0, 1.0, 1.0]), f[:, [0, 2, 1]], (v * np.array([-1.0, 1.0, 1.0]))[li]
+        moved = Similarity(rng.uniform(0.8, 1.2), Rotation.from_rotvec(rng.normal(size=3) * 0.3).as_matrix(),
+                           rng.normal(size=3) * 50)
+        folder = pred / subject / challenge
+        folder.mkdir(parents=True)
+        stem = image[:-4]
+        write_mesh(folder / f"{stem}.obj", moved.apply(v) / 1000.0, f)
+        if n == 0:
+            np.save(folder / f"{stem}.npy", moved.apply(lm) / 1000.0)
+        else:
+            np.savetxt(folder / f"{stem}.txt", moved.apply(lm) / 1000.0)
+    return root
+
+
+def test_now_layout_prepares_scores_and_warns_on_a_swapped_prediction(now_root, tmp_path):
+    from click.testing import CliRunner
+
+    from facebench.cli import main
+    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.datasets.now import read_pp
+
+    runner = CliRunner()
+    out = tmp_path / "now.h5"
+    result = runner.invoke(main, ["datasets", "prepare", "now", "--root", str(now_root), "--out", str(out),
+                                  "--image-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert "2 photograph(s) not found" in result.output
+    ds = FaceDataset(out)
+    assert ds.kind == "now" and ds.landmark_names[4] == "subnasale"
+    assert ds.ids == ["FaMoS_A__multiview_neutral__IMG_0001", "FaMoS_A__multiview_expressions__IMG_0002",
+                      "FaMoS_B__selfie__IMG_0003"]
+    np.testing.assert_array_equal(ds.scan(0)[0], ds.scan(1)[0])  # one scan per subject, shared
+    assert not np.array_equal(ds.scan(0)[0], ds.scan(2)[0])
+    pp = read_pp(next((now_root / "scans_lmks_onlypp" / "FaMoS_A").glob("*.pp")))
+    np.testing.assert_allclose(ds.scan_landmarks(1), pp, atol=1e-5)
+    sub = tmp_path / "sub"
+    result = runner.invoke(main, ["datasets", "now-submission", "--predictions", str(now_root / "predictions"),
+                                  "--dataset", str(out), "--out", str(sub), "--unit", "m", "--method", "copy"])
+    assert result.exit_code == 0 and "wrote 3 predictions" in result.output, result.output
+    import json
+
+    import pandas as pd
+
+    res = tmp_path / "results"
+    result = runner.invoke(main, ["score", "--dataset", str(out), "--submission", str(sub), "--protocol", "now",
+                                  "--out", str(res)])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 predictions" in result.output and "pooled (NoW)" in result.output
+    table = pd.read_csv(res / "per_sample.csv", keep_default_na=False)
+    summary = json.loads((res / "summary.json").read_text())
+    assert table["scored"].all() and summary["n_warnings"] == 1 and summary["protocol_id"] == "now@1.0"
+    assert table["warning"].tolist()[0] == "" and table["warning"].tolist()[2] == ""
+    assert table["warning"].tolist()[1].startswith("reflection")
+    assert table["shape_mm"][0] < 1e-5 and table["shape_mm"][2] < 1e-5 and table["shape_mm"][1] > 5.0
+    distances = np.load(res / "per_vertex.npz")["distances"].astype(np.float64)
+    pooled = summary["pooled"]
+    assert pooled["n_sets"] == 3 and pooled["n_distances"] == len(distances)
+    assert pooled["mean_mm"] == pytest.approx(distances.mean()) and pooled["median_mm"] == pytest.approx(np.median(distances))
+
+
+def test_now_reader_refuses_bad_files(tmp_path):
+    from facebench.benchmark.now_submission import read_predicted_landmarks
+    from facebench.datasets.now import read_image_list, read_pp
+    from facebench.errors import InputFileError
+
+    (tmp_path / "a.pp").write_text("<PickedPoints><point x='1' y='2' z='3'/></PickedPoints>")
+    with pytest.raises(InputFileError, match="has 1 points"):
+        read_pp(tmp_path / "a.pp")
+    (tmp_path / "b.pp").write_text('<!DOCTYPE x [<!ENTITY a "b">]><PickedPoints/>')
+    with pytest.raises(InputFileError, match="entities"):
+        read_pp(tmp_path / "b.pp")
+    (tmp_path / "list.txt").write_text("IMG_1.jpg\n")
+    with pytest.raises(InputFileError, match="line 1"):
+        read_image_list(tmp_path / "list.txt")
+    np.save(tmp_path / "p.npy", np.zeros((5, 3)))
+    with pytest.raises(InputFileError, match=r"\(7, 3\)"):
+        read_predicted_landmarks(tmp_path / "p")

@@ -130,6 +130,43 @@ def prepare_facewarehouse_command(root, out, annotations, image_size, overwrite,
     _run(prepare_facewarehouse, kwargs, strict, json_path)
 
 
+@prepare.command("now")
+@click.option("--root", required=True, type=click.Path(path_type=Path),
+              help="The NoW folder (imagepathsvalidation.txt, scans/, scans_lmks_onlypp/, iphone_pictures/).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="The dataset file to write (.h5).")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="Image list (the test scans are withheld by NoW).")
+@click.option("--image-size", type=click.IntRange(8, 4096), default=256, show_default=True,
+              help="Side of the stored image crops, pixels.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--strict", is_flag=True, help="Exit 2 when any image was skipped.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the full report as JSON.")
+def prepare_now_command(root, out, split, image_size, overwrite, strict, json_path) -> None:
+    """NoW: each listed image with its subject's scan and seven landmarks (NoW's data stay where they are)."""
+    from facebench.datasets.now import prepare_now
+
+    _run(prepare_now, dict(root=root, out=out, split=split, image_size=image_size, overwrite=overwrite),
+         strict, json_path)
+
+
+@datasets.command("now-submission")
+@click.option("--predictions", required=True, type=click.Path(path_type=Path),
+              help="NoW-layout predictions: <subject>/<challenge>/<image>.obj|.ply with .npy|.txt landmarks.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="The prepared NoW dataset (.h5).")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="The facebench folder submission to write.")
+@click.option("--method", default="unnamed", show_default=True, help="Method name.")
+@click.option("--unit", type=click.Choice(["mm", "cm", "m"]), default="mm", show_default=True,
+              help="Unit of the predicted meshes and landmarks (converted to mm).")
+def now_submission_command(predictions, dataset, out, method, unit) -> None:
+    """Convert predictions in NoW's layout into a facebench folder submission."""
+    from facebench.benchmark.now_submission import now_submission
+
+    info = now_submission(predictions, dataset, out, method=method, unit=unit)
+    click.echo(f"wrote {info['written']} predictions to {out}; {len(info['missing'])} missing")
+
+
 @datasets.command("info")
 @click.argument("file", type=click.Path(path_type=Path))
 def info(file: Path) -> None:

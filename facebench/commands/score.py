@@ -16,7 +16,8 @@ from facebench.commands.threads_option import threads_option
 @click.option("--submission", type=click.Path(path_type=Path, exists=True), required=True,
               help="Submission: .h5, a folder with manifest.json, or a .zip of either.")
 @click.option("--protocol", "protocol_name", default="synthetic", show_default=True,
-              help="Protocol preset (synthetic, synthetic-scan, micc-ramon2019, micc-95mm, facewarehouse-ramon2019).")
+              help="Protocol preset (synthetic, synthetic-scan, micc-ramon2019, micc-95mm, facewarehouse-ramon2019, "
+                   "now, now-metrical), or NAME@VERSION for an earlier version (e.g. micc-95mm@1.0).")
 @click.option("--method", default=None, help="Method name (default: the submission's 'method' attribute).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Results folder (per_sample.csv, summary.json, per_vertex.npz).")
@@ -62,6 +63,13 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board, w
             click.echo(f"  {key:<16}{d['mean']:>10.3f}{d['median']:>10.3f}{ci:>24}")
     if summary.get("n_failed"):
         click.echo(f"  {summary['n_failed']} predictions could not be aligned (see 'error' in per_sample.csv)")
+    pooled = summary.get("pooled") or {}
+    if pooled.get("n_distances"):
+        click.echo(f"  pooled (NoW): median {pooled['median_mm']:.3f}, mean {pooled['mean_mm']:.3f}, "
+                   f"std {pooled['std_mm']:.3f} mm over {pooled['n_distances']} distances of {pooled['n_sets']} scans")
+    if summary.get("n_warnings"):
+        click.echo(f"  warning: {summary['n_warnings']} predictions have a suspect landmark fit (a reflection: left and "
+                   f"right swapped, or an implausible residual); see 'warning' in per_sample.csv", err=True)
     click.echo(f"results: {paths['summary'].parent}")
     if board is not None:
         from facebench.leaderboard.results import read_results

@@ -285,8 +285,9 @@ class FaceDataset:
         """The ground-truth surface of sample ``index``: ``vertices (V,3)`` float64 mm and
         ``faces (F,3)`` int64. Scan datasets: the sample's own scan; synthetic datasets: the
         sample's vertices with the shared faces."""
-        if self.is_scan_dataset:
-            return read_scan(self._h5(), _decode(self._h5()["ids"][index]))
+        if self.is_scan_dataset:  # scans shared by several samples (NoW) are named by scan_keys
+            f = self._h5()
+            return read_scan(f, _decode(f["scan_keys" if "scan_keys" in f else "ids"][index]))
         return self.read("vertices", index, index + 1)[0].astype(np.float64), np.asarray(self.faces, np.int64)
 
     def scan_landmarks(self, index: int) -> np.ndarray:

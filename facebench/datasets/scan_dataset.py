@@ -1,7 +1,7 @@
 """Scan datasets: real images with per-sample 3D scans of varying topology (MICC, FaceWarehouse).
 
 A scan dataset is a facebench dataset file (attr ``format = "facebench-dataset"``, ``version 1``)
-whose attr ``dataset_kind`` is ``"micc"`` or ``"facewarehouse"``. It extends the dataset layout of docs/file-formats.md
+whose attr ``dataset_kind`` is ``"micc"``, ``"facewarehouse"`` or ``"now"``. It extends the dataset layout of docs/file-formats.md
 for scans whose vertex count and triangles differ per sample. N samples, L scan landmarks,
 S×S image crops:
 
@@ -23,6 +23,8 @@ S×S image crops:
                                                    same topology (FaceWarehouse), else all −1
 ``faces (0,3)`` int32                              empty: scans have their own faces
 ``sources (N,)`` str                               the source file of each scan, relative to the root
+``scan_keys (N,)`` str (optional)                  the ``scans/`` group of each sample (several samples
+                                                   may share one scan: NoW); absent: the sample's id
 ================================================  =====================================================
 
 Root attrs: ``dataset_kind``, ``units = "mm"``, ``mm_per_unit`` (the factor applied to the source
@@ -68,6 +70,11 @@ class ScanSample:
         source: the scan's path relative to the dataset root.
         frame_index: 0-based frame index in the video (−1 for a still image).
         landmarks_2d: optional ``(L2,2)`` landmarks in the crop, pixels.
+        landmarks: optional ``(L,3)`` landmark coordinates (mm) annotated on the scan but not at a
+            vertex (NoW's ``.pp`` points); then ``landmark_indices`` are all −1.
+        scan_key: the ``scans/`` group of this sample's scan when several samples share one scan
+            (NoW: one scan per subject, many images); "" keeps one scan per sample (``scans/<id>``).
+            The scan is written with the first sample naming it (``scan_keys (N,)`` records the keys).
     """
 
     id: str
@@ -80,6 +87,8 @@ class ScanSample:
     source: str = ""
     frame_index: int = -1
     landmarks_2d: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    scan_key: str = ""
 
 
 class ScanDatasetWriter:
@@ -134,6 +143,7 @@ class ScanDatasetWriter:
         f.create_dataset("faces", data=np.zeros((0, 3), np.int32))
         growing = {
             "ids": ((), text),
+            "scan_keys": ((), text),
             "sources": ((), text),
             "images": ((S, S, 3), np.uint8),
             "face_boxes": ((4,), np.float32),
@@ -170,9 +180,17 @@ class ScanDatasetWriter:
         if image.shape != (S, S, 3) or image.dtype != np.uint8:
             raise ValueError(f"{sample.id}: image must be ({S},{S},3) uint8, got {image.shape} {image.dtype}")
         landmarks = np.where((indices >= 0)[:, None], vertices[np.maximum(indices, 0)], np.nan)
+        if sample.landmarks is not None:
+            landmarks = np.asarray(sample.landmarks, np.float64)
+            if landmarks.shape != (L, 3) or np.isinf(landmarks).any():
+                raise ValueError(f"{sample.id}: landmarks must be a ({L},3) array of finite values or NaN")
+        key = sample.scan_key or sample.id
+        if "/" in key or key in (".", ".."):
+            raise ValueError(f"{sample.id}: scan key {key!r} is not a plain group name")
         row = self.n
         values = {
             "ids": sample.id,
+            "scan_keys": key,
             "sources": sample.source,
             "images": image,
             "face_boxes": np.asarray(sample.face_box, np.float32),
@@ -188,9 +206,10 @@ class ScanDatasetWriter:
         for name, value in values.items():
             f[name].resize(row + 1, axis=0)
             f[name][row] = value
-        group = f["scans"].create_group(sample.id)
-        group.create_dataset("vertices", data=vertices, compression="lzf")
-        group.create_dataset("faces", data=faces.astype(np.int32), compression="lzf")
+        if key not in f["scans"]:  # a shared scan is written once, with its first sample
+            group = f["scans"].create_group(key)
+            group.create_dataset("vertices", data=vertices, compression="lzf")
+            group.create_dataset("faces", data=faces.astype(np.int32), compression="lzf")
         self._ids.add(sample.id)
         self.n += 1
 
