@@ -404,7 +404,7 @@ def test_cli_build_and_compare(tmp_path):
     assert (tmp_path / "board" / "index.html").exists()
     result = runner.invoke(leaderboard, ["compare", str(a), str(tmp_path / "res" / "b"), "--resamples", "500"])
     assert result.exit_code == 0, result.output
-    assert "mean difference A - B: -1" in result.output and "A (good) has the lower error" in result.output
+    assert "mean difference A - B: -1" in result.output and "verdict: A lower than B: good has the lower error" in result.output
     result = runner.invoke(leaderboard, ["compare", str(a), str(tmp_path / "res" / "b"), "--json",
                                          "--resamples", "500"])
     assert json.loads(result.output)["n_pairs"] == 12

@@ -33,7 +33,7 @@ import pandas as pd
 
 from facebench import __version__
 from facebench.atomic import atomic_path
-from facebench.benchmark import metrics
+from facebench.benchmark import metrics, statistics
 from facebench.benchmark.method_name import check_method_name
 from facebench.benchmark.protocols import Protocol
 from facebench.datasets.dataset_file import FaceDataset
@@ -304,6 +304,8 @@ def _per_sample_table(dataset: FaceDataset, values: dict[str, np.ndarray], error
     table["error"] = [errors.get(i, "") for i in range(n)]
     table["yaw"], table["pitch"], table["roll"] = yaw, pitch, roll
     table["yaw_bin"] = metrics.yaw_bin_labels(yaw, protocol.yaw_bins) if np.isfinite(yaw).all() else ""
+    if "subject" in dataset.extra_fields:  # the bootstrap's resampling unit (benchmark/statistics.py)
+        table["subject"] = np.asarray(dataset.read("subject"), np.int64)
     for key, column in values.items():
         table[key] = column
     return table
@@ -315,13 +317,16 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
     n_expected = len(table)
     n_scored = int(table["scored"].sum())
     resamples, seed = protocol.bootstrap_resamples, protocol.bootstrap_seed
-    summary_metrics = {key: metrics.describe(table[key], resamples=resamples, seed=seed) for key in values}
+    subjects = table["subject"] if "subject" in table else None
+    summary_metrics = {key: statistics.describe(table[key], subjects, resamples=resamples, seed=seed)
+                       for key in values}
     bins: dict[str, dict[str, Any]] = {}
     if (table["yaw_bin"] != "").all():
         groups = dict(tuple(table.groupby("yaw_bin", sort=False)))
         order = [name for name in (*metrics.yaw_bin_names(protocol.yaw_bins), "out") if name in groups]
         for key in values:
-            bins[key] = {label: metrics.describe(groups[label][key], resamples=resamples, seed=seed)
+            bins[key] = {label: statistics.describe(groups[label][key], groups[label].get("subject"),
+                                                    resamples=resamples, seed=seed)
                          for label in order}
     summary = {
         "format": RESULTS_FORMAT,
@@ -350,6 +355,8 @@ def _summarize(dataset: FaceDataset, table: pd.DataFrame, protocol: Protocol, me
         "metrics": summary_metrics,
         "bins": bins,
         "bin_edges_yaw_deg": list(protocol.yaw_bins),
+        # bootstrap CIs resample subjects when the dataset's subject ids repeat, else images
+        "resampling": statistics.resampling_unit(None if subjects is None else subjects[table["scored"]]),
     }
     if protocol.aggregation == "rmse_mean_std" and "rmse_mm" in summary_metrics:
         summary["headline"] = {"metric": "rmse_mm", "mean": summary_metrics["rmse_mm"]["mean"],
