@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,34 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def _in_ci() -> bool:
+    """``CI=true`` (or 1/yes): missing real test files fail the run instead of skipping tests."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the repository (real third-party test files), or skip."""
+    """``../shared/data`` beside the repository (real third-party test files), or skip; under
+    ``CI=true`` its absence fails the tests that need it (CI must never go green by skipping)."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real third-party test files not found at {SHARED_DATA} (../shared/data)")
+        message = f"real third-party test files not found at {SHARED_DATA} (../shared/data)"
+        if _in_ci():
+            pytest.fail(f"{message}; CI=true requires them", pytrace=False)
+        pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``CI=true``, a test skipped because ``../shared/data`` is missing (a module's own
+    ``skipif``, not only the :func:`shared_data` fixture) is reported as failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _in_ci():
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if "shared/data" in reason:
+            report.outcome = "failed"
+            report.longrepr = f"{reason} (CI=true: real test files are required, not skipped)"
 
 
 @pytest.fixture(autouse=True)
