@@ -29,9 +29,15 @@ from facebench.commands.threads_option import threads_option
               help="Score on the workers of this dask.distributed scheduler (tcp://host:8786); they must see "
                    "the same dataset and submission paths.")
 @threads_option()
+@click.option("--overwrite", is_flag=True, help="Replace the results in an existing non-empty --out.")
 @click.pass_context
-def score_command(ctx, dataset, submission, protocol_name, method, out, board, workers, dask_address) -> None:
+def score_command(ctx, dataset, submission, protocol_name, method, out, board, workers, dask_address,
+                  overwrite) -> None:
     """Score SUBMISSION against DATASET; exit 0 scored, 2 invalid submission, 1 internal error."""
+    if out.is_dir() and any(out.iterdir()) and not overwrite:  # like predict and generate: never silently
+        from facebench.errors import FacebenchError
+
+        raise FacebenchError(f"{out}: results folder exists and is not empty; pass --overwrite to replace it")
     from tqdm import tqdm
 
     from facebench.benchmark.protocols import get_protocol
