@@ -72,3 +72,14 @@ def test_bad_input_is_exit_2(dataset, tmp_path):
     result = CliRunner().invoke(main, ["score", "--dataset", str(dataset), "--submission", str(tmp_path),
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_score_refuses_an_existing_results_folder_unless_overwrite(dataset, good, tmp_path):
+    runner = CliRunner()
+    args = ["score", "--dataset", str(dataset), "--submission", str(good), "--out", str(tmp_path / "r")]
+    assert runner.invoke(main, args).exit_code == 0
+    before = (tmp_path / "r" / "summary.json").read_bytes()
+    refused = runner.invoke(main, args)
+    assert refused.exit_code == 2 and "--overwrite" in refused.output.splitlines()[0], refused.output
+    assert (tmp_path / "r" / "summary.json").read_bytes() == before
+    assert runner.invoke(main, [*args, "--overwrite"]).exit_code == 0
