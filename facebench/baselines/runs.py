@@ -135,9 +135,11 @@ def open_run_folder(out: Path, *, resume: bool, overwrite: bool, load: Callable[
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (a temporary file renamed over it)."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(obj, tmp)
+    """``torch.save(obj)`` to ``path`` atomically (a temporary file renamed over it). Saved through
+    an open file, so the archive's inner folder is torch's fixed ``archive`` rather than the random
+    temporary name: the same object gives the same bytes (bit-exact reruns)."""
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def write_log(history: list[dict], path: Path, columns) -> None:

@@ -274,6 +274,8 @@ def _set_rng_state(state: dict, generator: torch.Generator, device: torch.device
 
 def _checkpoint(config: TrainConfig, regressor: Regressor, optimizer, epoch: int, history: list, best: dict,
                 rng: dict, world_size: int) -> dict:
+    from facebench.baselines.determinism import without_wall_clock
+
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -282,7 +284,7 @@ def _checkpoint(config: TrainConfig, regressor: Regressor, optimizer, epoch: int
         "regressor": regressor.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": epoch,
-        "history": history,
+        "history": without_wall_clock(history),  # no clock readings: reruns give identical bytes
         "best": best,
         "rng": rng,
     }
@@ -323,6 +325,9 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
 
     from facebench.datasets.dataset_file import TorchFaceDataset
 
+    from facebench.baselines.determinism import deterministic_torch, loader_kwargs, restore_wall_clock
+
+    deterministic_torch()  # bit-exact reruns for a seed, thread count and device (baselines/determinism.py)
     model, train_set, val_set, checkpoint = check_config(config, model=model, world_size=dist.world_size)
     dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
     out = Path(config.out)
@@ -343,7 +348,7 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
         optimizer.load_state_dict(checkpoint["optimizer"])
         for group in optimizer.param_groups:
             group["lr"] = config.lr
-        history = list(checkpoint.get("history", []))
+        history = restore_wall_clock(list(checkpoint.get("history", [])), out / LOG)
         best = dict(checkpoint.get("best", best))
         first_epoch = int(checkpoint["epoch"])
         _set_rng_state(checkpoint["rng"], views_generator, device)
@@ -359,7 +364,8 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
     data = TorchFaceDataset(config.dataset)
     sampler = DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=config.seed)
     loader = DataLoader(data, batch_size=config.batch // dist.world_size, sampler=sampler,
-                        num_workers=config.workers, pin_memory=device.type == "cuda", drop_last=False)
+                        num_workers=config.workers, pin_memory=device.type == "cuda", drop_last=False,
+                        **loader_kwargs(config.seed))
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _write_json({"train": config.as_dict(), "regressor": regressor.config(), "method": config.method_name,

@@ -536,8 +536,10 @@ def _setup_run(config: MultiLevelTrainConfig, face_model) -> _Run:
     writes ``config.json`` (``first_iteration``: the iterations already done). On resume, restores
     the history, the iteration count and the torch RNG state of the checkpoint (last, so the random
     numbers continue where the interrupted run stopped; keep the order of these steps)."""
+    from facebench.baselines.determinism import deterministic_torch, restore_wall_clock
     from facebench.baselines.tewari2018.model import MultiLevelModel
 
+    deterministic_torch()  # bit-exact reruns for a seed, thread count and device (baselines/determinism.py)
     face_model, train_set, val_set, K, checkpoint = check_train_config(config, model=face_model)
     device = resolve_device(config.device)
     out = Path(config.out)
@@ -549,7 +551,8 @@ def _setup_run(config: MultiLevelTrainConfig, face_model) -> _Run:
         _warm_start(net, Path(config.init_from))
     net.to(device)
     net.train()
-    history: list[dict] = list(checkpoint.get("history", [])) if checkpoint is not None else []
+    history: list[dict] = (restore_wall_clock(list(checkpoint.get("history", [])), out / LOG)
+                           if checkpoint is not None else [])
     done = int(checkpoint.get("iteration", 0)) if checkpoint is not None else 0
     out.mkdir(parents=True, exist_ok=True)
     block = _config_block(config, face_model)
@@ -663,10 +666,13 @@ def _log_window(run: _Run, *, evaluate: bool, on_log) -> None:
 def _save_checkpoint(run: _Run) -> None:
     """Write ``model.pt`` atomically (``format``, ``version``, the config block, the model, the
     current stage's optimizer and its stage, ``iteration`` = ``run.done``, the history and the
-    torch RNG state; module docstring) and rewrite ``log.csv`` with the whole history."""
+    torch RNG state; module docstring) and rewrite ``log.csv`` with the whole history. The
+    checkpoint's history has no wall-clock fields, so reruns give identical bytes."""
+    from facebench.baselines.determinism import without_wall_clock
+
     state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": run.block,
              "model": run.net.state_for_checkpoint(), "optimizer": run.optimizer.state_dict(),
-             "optimizer_stage": run.stage, "iteration": run.done, "history": run.history,
+             "optimizer_stage": run.stage, "iteration": run.done, "history": without_wall_clock(run.history),
              "rng": _rng_state(run.device)}
     save_checkpoint(state, run.out / CHECKPOINT)
     write_log(run.history, run.out / LOG, _log_columns(run.history))
