@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
+
+from facebench.lazy_torch import is_tensor, torch
 
 __all__ = [
     "R_FRONT",
@@ -56,7 +57,7 @@ Q_FRONT.setflags(write=False)
 
 # ---------------------------------------------------------------------------- numpy/torch bridge
 def _is_numpy_call(*args) -> bool:
-    return not any(isinstance(a, torch.Tensor) for a in args)
+    return not any(is_tensor(a) for a in args)
 
 
 def _to_torch(*args):
@@ -68,7 +69,7 @@ def _to_torch(*args):
         )
         arrays = [a if a.flags.writeable else a.copy() for a in arrays]
         return [torch.as_tensor(a, dtype=torch.float64) for a in arrays], out_dtype
-    ref = next(a for a in args if isinstance(a, torch.Tensor))
+    ref = next(a for a in args if is_tensor(a))
     dtype = ref.dtype if ref.dtype.is_floating_point else torch.get_default_dtype()
     return [torch.as_tensor(a, dtype=dtype, device=ref.device) for a in args], None
 

@@ -220,3 +220,18 @@ def test_cuda_matches_cpu():
     gpu = cv.project(x.cuda(), q.cuda(), t.cuda(), K.cuda())
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu)
+
+
+def test_numpy_only_callers_never_import_torch():
+    """Scoring scans needs no torch: conventions and metrics import it on first tensor use only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "import facebench.conventions as cv, facebench.benchmark.metrics as m\n"
+            "assert m.shape_error_mm(np.zeros((1, 3, 3)), np.ones((1, 3, 3)))[0] > 1.7\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n"
+            "cv.quat_to_matrix(np.array([1.0, 0, 0, 0]))\n"
+            "assert 'torch' in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

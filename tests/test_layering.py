@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS: list[tuple[str, ...]] = [
     # 0: foundations: errors, files, hashing, conventions, geometry, landmark sets, mesh files
     ("facebench", "facebench.errors", "facebench.atomic", "facebench.hashing", "facebench.device", "facebench.threads",
-     "facebench.cache", "facebench.download", "facebench.conventions", "facebench.geometry",
+     "facebench.cache", "facebench.download", "facebench.conventions", "facebench.lazy_torch", "facebench.geometry",
      "facebench.landmarks", "facebench.safe_hdf5", "facebench.mesh", "facebench.meshio_vrml", "facebench.meshio"),
     # 1: face models and rendering
     ("facebench.models", "facebench.render"),

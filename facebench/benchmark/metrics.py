@@ -39,9 +39,9 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from facebench import conventions
+from facebench.lazy_torch import is_tensor, torch
 
 
 # ---------------------------------------------------------------------------- numpy/torch backends
@@ -94,13 +94,13 @@ class _TorchOps:
         self.dtype = ref.dtype if ref.dtype.is_floating_point else torch.get_default_dtype()
 
     def array(self, x):
-        if isinstance(x, torch.Tensor):
+        if is_tensor(x):
             return x if x.dtype.is_floating_point else x.to(self.dtype)
         x = np.asarray(x)
         return torch.as_tensor(x if x.flags.writeable else x.copy(), dtype=self.dtype, device=self.device)
 
     def mask(self, x):
-        if isinstance(x, torch.Tensor):
+        if is_tensor(x):
             return x.to(device=self.device, dtype=torch.bool)
         return torch.as_tensor(np.asarray(x, bool), device=self.device)
 
@@ -139,7 +139,7 @@ class _TorchOps:
 def _ops(*args) -> Any:
     """The backend of a call: torch if any argument is a tensor, else numpy float64."""
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if is_tensor(a):
             return _TorchOps(a)
     return _NumpyOps
 
