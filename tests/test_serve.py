@@ -82,7 +82,7 @@ def _wait_for(url: str, token: str, job: int, states=("done", "failed"), timeout
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = requests.get(f"{url}/api/submissions/{job}", headers={"Authorization": f"Bearer {token}"},
-                            timeout=10).json()
+                            timeout=60).json()
         if body["status"] in states:
             return body
         time.sleep(0.2)

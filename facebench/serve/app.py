@@ -108,6 +108,8 @@ def leaderboard_rows(session: Session) -> list[dict]:
 def create_app(config: ServeConfig, on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The ASGI application of the service (the database must be upgraded already);
     ``on_ready`` is called once it accepts connections."""
+    import facebench.benchmark.validation  # noqa: F401  (imported now, not by the first upload: torch takes seconds)
+
     engine = make_engine(config.db_url)
     uploads = Path(config.data_dir) / "uploads"
     scratch = Path(config.data_dir) / "tmp"

@@ -76,6 +76,7 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, wor
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(2048)  # connections made once "serving on" is printed wait in the backlog, never refused
     bound_port = sock.getsockname()[1]
     pool = WorkerPool(workers, config.db_url, config.data_dir, lease_s, job_delay_s, log=log)
 
