@@ -24,7 +24,7 @@ from scipy import stats
 from facebench.errors import FacebenchError
 from facebench.leaderboard.results import Results, metric_label, read_results
 
-__all__ = ["Comparison", "compare_results", "paired_statistics"]
+__all__ = ["Comparison", "compare_results", "compare_per_sample", "paired_statistics"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,15 +154,31 @@ def compare_results(a: Results | str | Path, b: Results | str | Path, metric: st
         if metric not in r.metrics:
             known = ", ".join(r.metric_keys)
             raise FacebenchError(f"{r.path}: metric {metric!r} was not computed (has: {known})")
+    paired = compare_per_sample(a.per_sample(), b.per_sample(), metric, alpha=alpha, resamples=resamples, seed=seed,
+                                where=f"{a.path} and {b.path}")
+    return Comparison(metric=metric, protocol_id=a.protocol_id, dataset=a.dataset_name, method_a=a.method,
+                      method_b=b.method, path_a=str(a.path), path_b=str(b.path), alpha=alpha, **paired)
+
+
+def compare_per_sample(frame_a: pd.DataFrame, frame_b: pd.DataFrame, metric: str = "shape_mm", *,
+                       alpha: float = 0.05, resamples: int = 10000, seed: int = 0, where: str = "A and B") -> dict:
+    """The paired test and verdict of :func:`compare_results` on two ``per_sample.csv`` frames
+    (columns ``id``, ``metric``, optional ``scored`` and ``subject``): the :class:`Comparison`
+    fields ``n_pairs, n_only_a, n_only_b, mean_a, mean_b, mean_difference, ci95_low, ci95_high,
+    wilcoxon_p, ttest_p, better, resampling, n_subjects``. ``better`` is ``"A"``/``"B"`` only when
+    the CI of A - B excludes 0 (the one verdict rule of facebench; :mod:`facebench.leaderboard.seeds`
+    applies it per seed). FacebenchError when fewer than 2 ids are scored in both."""
     values, frames = [], []
-    for r in (a, b):
-        frame = r.per_sample()
-        frame = frame[frame["scored"] & np.isfinite(frame[metric])].set_index("id")
+    for frame in (frame_a, frame_b):
+        keep = np.isfinite(pd.to_numeric(frame[metric], errors="coerce"))
+        if "scored" in frame.columns:
+            keep &= frame["scored"].astype(bool)
+        frame = frame[keep].set_index("id")
         frames.append(frame)
-        values.append(frame[metric])
+        values.append(frame[metric].astype(np.float64))
     common = values[0].index.intersection(values[1].index, sort=False)
     if len(common) < 2:
-        raise FacebenchError(f"only {len(common)} id(s) scored in both {a.path} and {b.path}: need at least 2")
+        raise FacebenchError(f"only {len(common)} id(s) scored in both {where}: need at least 2")
     va, vb = values[0].loc[common].to_numpy(), values[1].loc[common].to_numpy()
     groups = _subjects(frames, common)
     mean, low, high, wilcoxon_p, ttest_p = paired_statistics(va, vb, resamples=resamples, seed=seed,
@@ -173,14 +189,10 @@ def compare_results(a: Results | str | Path, b: Results | str | Path, metric: st
     from facebench.benchmark.statistics import resampling_unit
 
     resampling = resampling_unit(groups)
-    return Comparison(
-        metric=metric, protocol_id=a.protocol_id, dataset=a.dataset_name, method_a=a.method, method_b=b.method,
-        path_a=str(a.path), path_b=str(b.path), n_pairs=len(common),
-        n_only_a=len(values[0]) - len(common), n_only_b=len(values[1]) - len(common),
-        mean_a=float(va.mean()), mean_b=float(vb.mean()), mean_difference=mean, ci95_low=low, ci95_high=high,
-        wilcoxon_p=wilcoxon_p, ttest_p=ttest_p, alpha=alpha, better=better, resampling=resampling,
-        n_subjects=len(np.unique(groups)) if resampling == "subjects" else 0,
-    )
+    return dict(n_pairs=len(common), n_only_a=len(values[0]) - len(common), n_only_b=len(values[1]) - len(common),
+                mean_a=float(va.mean()), mean_b=float(vb.mean()), mean_difference=mean, ci95_low=low, ci95_high=high,
+                wilcoxon_p=wilcoxon_p, ttest_p=ttest_p, better=better, resampling=resampling,
+                n_subjects=len(np.unique(groups)) if resampling == "subjects" else 0)
 
 
 def _subjects(frames, ids) -> np.ndarray | None:
