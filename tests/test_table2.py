@@ -52,10 +52,16 @@ def test_table2_has_the_papers_columns_and_one_row_per_loss(micro):
     out, output = micro
     table = pd.read_csv(out / "table2.csv")
     assert list(table.columns) == list(TABLE2_COLUMNS)
-    assert list(table["loss"]) == list(LOSS_ORDER)
+    assert list(table["loss"]) == [*LOSS_ORDER, "mean-shape", "projection-oracle"]  # then the reference rows
+    references = table[table["loss"].isin(["mean-shape", "projection-oracle"])]
+    table = table[table["loss"].isin(LOSS_ORDER)]
     for column in ("reprojection_px", "shape_mm", "translation_cm", "rotation_deg", "time_per_epoch_s",
                    "total_time_s"):
         assert (table[column] > 0).all(), column
+    # reference rows: true pose (no pose error), the oracle below the mean face, no training columns
+    assert (references["rotation_deg"] < 1e-3).all() and (references["translation_cm"] < 1e-6).all()
+    assert references["shape_mm"].iloc[1] < references["shape_mm"].iloc[0]
+    assert references["epochs"].isna().all()
     assert (table["epochs"] == 1).all() and (table["trainings"] == 1).all()  # --quick: no search
     # the multiterm rows carry the scale-compensating weights, the others none
     summary = json.loads((out / "summary.json").read_text())
@@ -86,7 +92,8 @@ def test_fig5_and_fig6_files(micro):
     assert any(name.startswith("bins_shape_mm") for name in plots)
     assert any(name.startswith("bins_reprojection_px") for name in plots)
     board = pd.read_csv(out / "leaderboard" / "leaderboard.csv")
-    assert sorted(board["method"]) == sorted(f"ramon2019-{loss}" for loss in LOSS_ORDER)
+    assert sorted(board["method"]) == sorted([*(f"ramon2019-{loss}" for loss in LOSS_ORDER), "mean-shape",
+                                              "projection-oracle"])
     # disjoint subjects between the generated splits
     from facebench.datasets.dataset_file import FaceDataset
 
@@ -144,3 +151,42 @@ def test_non_empty_out_needs_overwrite(tmp_path):
     (tmp_path / "o" / "x").write_text("x")
     result = CliRunner().invoke(_cli(), ["reproduce", "table2", "--quick", "--out", str(tmp_path / "o"), *MICRO])
     assert result.exit_code == 2 and "not empty" in result.output
+
+
+def test_seeds_table_has_mean_sd_verdicts_and_the_mean_face_row(micro, tmp_path):
+    """--seeds 2 on the micro run's data (one loss, V = 2): per-seed folders, mean/sd columns, the
+    reference rows, verdict values, and the mean-face row equal to an independent computation."""
+    import numpy as np
+
+    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.leaderboard.seeds import NOT_RESOLVED
+    from facebench.models import load
+
+    data, out = micro[0] / "data", tmp_path / "seeds"
+    result = CliRunner().invoke(_cli(), ["reproduce", "table2", "--quick", "--data", str(data), "--out", str(out),
+                                         "--losses", "mrl", "--views", "2", "--size", "32", "--epochs", "1",
+                                         "--batch", "8", "--seeds", "2", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    for seed in (3, 4):
+        assert list(pd.read_csv(out / f"seed{seed}" / "table2.csv")["loss"]) == ["mrl", "mean-shape",
+                                                                                "projection-oracle"]
+    table = pd.read_csv(out / "table2.csv", keep_default_na=False, na_values=[""])
+    assert list(table["loss"]) == ["mrl", "mean-shape", "projection-oracle"]
+    for metric in ("reprojection_px", "shape_mm", "translation_cm", "rotation_deg"):
+        assert f"{metric}_mean" in table.columns and f"{metric}_sd" in table.columns
+    assert (table["n_seeds"] == 2).all()
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert set(verdicts["metric"]) == {"reprojection_px", "shape_mm", "translation_cm", "rotation_deg"}
+    assert verdicts["verdict"].map(lambda v: v == NOT_RESOLVED or " lower than " in v).all()
+    assert all(v == "" or v.startswith(("lower than ", "higher than ", f"{NOT_RESOLVED} vs "))
+               for v in table["verdict"].fillna(""))
+    # the oracle is the lowest shape row and resolved below the mean face (same test set in both seeds)
+    rows = table.set_index("loss")
+    assert rows.loc["projection-oracle", "verdict"] in ("lower than mean-shape", "lower than mrl")
+    # the mean-face row: the model's mean against every test shape, computed here
+    test = FaceDataset(find_splits(data)["test"])
+    gt = test.read("vertices", 0, len(test)).astype(np.float64)
+    expected = np.linalg.norm(gt - load("synthetic").mean[None], axis=2).mean()
+    assert rows.loc["mean-shape", "shape_mm_mean"] == pytest.approx(expected, rel=1e-5)
+    assert rows.loc["mean-shape", "shape_mm_sd"] == pytest.approx(0.0, abs=1e-9)  # same data in both seeds
+    assert "n_seeds" in result.output and "shape_mm_sd" in result.output

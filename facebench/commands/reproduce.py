@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from facebench.commands.base import FacebenchGroup
+from facebench.commands.seeds_option import echo_table, seeds_option
 from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
@@ -46,13 +47,14 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--views", default="1,2,4,8", show_default=True, help="Fig. 6: MRL view counts V.")
 @click.option("--losses", default="coarse,xqt,gal,srl,mrl", show_default=True, help="Rows of Table 2.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@seeds_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @threads_option(expose=True)
 @click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True,
               help="Score each loss after its last epoch, or at its epoch of lowest validation shape error.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")
 def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views, losses,
-                   seed, device, threads, checkpoint, overwrite) -> None:
+                   seed, seeds, device, threads, checkpoint, overwrite) -> None:
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
     from tqdm import tqdm
 
@@ -63,7 +65,7 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
                                  views=_int_list(views, "--views"),
                                  losses=tuple(v.strip() for v in losses.split(",") if v.strip()),
                                  seed=seed, device=device, threads=threads, checkpoint=checkpoint,
-                                 overwrite=overwrite)
+                                 overwrite=overwrite, seeds=seeds)
     bars: dict[str, tqdm] = {}
 
     def close() -> None:
@@ -92,10 +94,9 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
         result = reproduce_table2(settings, on_stage=on_stage, on_step=on_step, on_rows=on_rows)
     finally:
         close()
-    columns = ["loss", "reprojection_px", "shape_mm", "translation_cm", "rotation_deg", "time_per_epoch_s"]
-    click.echo(result.table2[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    click.echo(result.fig6[["views", "shape_mm", "reprojection_px"]].to_string(index=False,
-                                                                             float_format=lambda v: f"{v:.3f}"))
+    echo_table(result.table2, ["loss", "reprojection_px", "shape_mm", "translation_cm", "rotation_deg",
+                               "time_per_epoch_s", "n_seeds", "verdict"], digits=3)
+    echo_table(result.fig6, ["views", "shape_mm", "reprojection_px"], digits=3)
 
 
 def _register_experiments() -> None:

@@ -13,12 +13,20 @@
 4. ``submissions/LOSS.h5`` (predictions on the test set of the last epoch's ``model.pt``, or with
    ``checkpoint="best"`` of ``best.pt``, the epoch of lowest validation shape error) and ``results/LOSS/``
    (scored under the ``synthetic`` protocol);
-5. ``table2.csv`` (:data:`TABLE2_COLUMNS`), ``leaderboard/`` (Fig. 5: ``plots/bins_*.png``, the
+5. the reference rows (:data:`REFERENCES`, :func:`facebench.benchmark.templates.write_template`),
+   scored like the losses in ``submissions/`` and ``results/``: ``mean-shape`` (the model's mean face
+   at the true pose: what predicting nothing scores) and ``projection-oracle`` (the ground truth's
+   least-squares fit in the regressor's span — its identity modes, no expression — at the true pose:
+   the shape floor of any regressor of this model); ``table2.csv`` (:data:`TABLE2_COLUMNS`; the
+   losses, then the reference rows), ``leaderboard/`` (Fig. 5: ``plots/bins_*.png``, the
    errors per |yaw| bin, and the cumulative curves);
 6. Fig. 6: MRL trained with ``V`` virtual views for each V of ``views`` (the V = 2 run of step 3
    is reused), ``fig6.csv`` (:data:`FIG6_COLUMNS`) and ``fig6.png``.
 
-``summary.json`` records the settings and the wall time. torch runs with ``threads`` CPU threads
+``summary.json`` records the settings and the wall time. With ``seeds`` N > 1 the whole run is
+repeated for seeds ``seed … seed + N - 1`` in ``seed<S>/`` subfolders and ``table2.csv`` /
+``fig6.csv`` hold the mean and sd across seeds, ``verdicts.csv`` the orderings that hold in every
+seed (:mod:`facebench.leaderboard.seeds`). torch runs with ``threads`` CPU threads
 (default 1: on 2 shared cores the small encoder trains at 174 images/s with 1 thread and 63 with
 2, and rendering is 6× faster with 1).
 """
@@ -40,7 +48,7 @@ from facebench.atomic import write_csv as _write_csv
 from facebench.atomic import write_json as _write_json
 from facebench.errors import FacebenchError, InputFileError
 
-__all__ = ["LOSS_ORDER", "TABLE2_COLUMNS", "FIG6_COLUMNS", "QUICK", "FULL", "ReproduceSettings",
+__all__ = ["LOSS_ORDER", "REFERENCES", "TABLE2_COLUMNS", "FIG6_COLUMNS", "QUICK", "FULL", "ReproduceSettings",
            "ReproduceResult", "resolve_settings", "find_splits", "reproduce_table2", "plot_fig6"]
 
 LOSS_ORDER = ("coarse", "xqt", "gal", "srl", "mrl")
@@ -58,6 +66,10 @@ QUICK: dict[str, Any] = {"train": 2000, "size": 64, "epochs": 5, "encoder": "sma
 FULL: dict[str, Any] = {"train": 20349, "size": 224, "epochs": 20, "encoder": "vgg16", "batch": 32, "lr": 1e-4,
                         "trials": 20, "hpo_epochs": 5}
 SPLIT = (0.7, 0.1, 0.2)
+#: The reference rows of the table (template kind → row name).
+REFERENCES = {"mean": "mean-shape", "oracle": "projection-oracle"}
+#: Metrics of the table with per-sample values (verdicts across seeds).
+METRICS = ("reprojection_px", "shape_mm", "translation_cm", "rotation_deg")
 
 
 @dataclasses.dataclass
@@ -88,6 +100,7 @@ class ReproduceSettings:
     threads: int | None = 1
     checkpoint: str = "last"
     overwrite: bool = False
+    seeds: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -127,6 +140,9 @@ def resolve_settings(settings: ReproduceSettings) -> ReproduceSettings:
         raise FacebenchError(f"--checkpoint must be last or best, got {filled.checkpoint!r}")
     if filled.threads is not None and filled.threads < 1:
         raise FacebenchError(f"--threads must be >= 1, got {filled.threads}")
+    from facebench.leaderboard.seeds import seed_list
+
+    seed_list(filled.seed, filled.seeds)
     return filled
 
 
@@ -197,6 +213,36 @@ def _train_and_score(s: ReproduceSettings, splits: dict[str, Path], name: str, l
     return _Run(metrics, per_epoch, seconds, result.best_epoch)
 
 
+def _reference_rows(test: Path, out: Path, stage) -> list[dict[str, Any]]:
+    """Write and score the reference submissions (:data:`REFERENCES`) on ``test``; their rows of
+    Table 2. The oracle's span is the regressor's: its identity modes (``min(100, modes)``, within
+    the span the dataset's out-of-span detail avoids), no expression; it is left out, with a stage
+    line, when the dataset's model cannot be loaded here."""
+    from facebench.benchmark import oracle
+    from facebench.benchmark.templates import write_template
+    from facebench.datasets.dataset_file import FaceDataset
+
+    dataset = FaceDataset(test)
+    rows = []
+    for kind, name in REFERENCES.items():
+        options: dict[str, Any] = {}
+        if kind == "oracle":
+            try:
+                model = oracle.dataset_model(dataset)
+            except FacebenchError as error:
+                stage(f"      no {name} row: {error}")
+                continue
+            options = {"identity_dims": min(oracle.default_span(dataset, model)[0], 100, model.n_identity),
+                       "expression_dims": 0}
+        submission = out / "submissions" / f"{name}.h5"
+        submission.parent.mkdir(parents=True, exist_ok=True)
+        write_template(dataset, kind, submission, **options)
+        metrics = _score(test, submission, out / "results" / name)
+        stage(f"      {name}: shape {metrics['shape_mm']:.3f} mm, reprojection {metrics['reprojection_px']:.3f} px")
+        rows.append({"loss": name, **{k: metrics[k] for k in METRICS}})
+    return rows
+
+
 def plot_fig6(fig6: pd.DataFrame, out_path: str | Path) -> Path:
     """Fig. 6: test shape error (mm) and reprojection error (px) of MRL against the number of
     virtual views V (log2 axis); return the path (written atomically)."""
@@ -257,9 +303,40 @@ def reproduce_table2(
     if s.threads is not None:
         torch.set_num_threads(s.threads)
     try:
+        if s.seeds > 1:
+            return _reproduce_seeds(s, out, splits, stage, on_step, on_rows, started)
         return _reproduce(s, out, splits, stage, on_step, on_rows, started)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _reproduce_seeds(s, out: Path, splits, stage, on_step, on_rows, started) -> ReproduceResult:
+    """The run once per seed in ``seed<S>/``, then the tables across seeds (module docstring)."""
+    from facebench.leaderboard.seeds import aggregate, per_sample_frames, seed_folder, seed_list, summarize_seeds
+
+    runs = []
+    seeds = seed_list(s.seed, s.seeds)
+    for i, seed in enumerate(seeds):
+        folder = seed_folder(out, seed)
+        stage(f"seed {seed} ({i + 1}/{len(seeds)}) in {folder}")
+        one = dataclasses.replace(s, out=folder, seed=seed, seeds=1, overwrite=True)
+        runs.append(_reproduce(one, folder, splits, stage, on_step, on_rows, time.perf_counter()))
+    names = [str(v) for v in runs[0].table2["loss"]]
+    frames = [per_sample_frames({n: r.out / "results" / n for n in names}) for r in runs]
+    table2, verdicts, files = summarize_seeds(out, "table2", [r.table2 for r in runs], "loss",
+                                              [*METRICS, "time_per_epoch_s", "total_time_s"], frames, METRICS,
+                                              "shape_mm")
+    fig6 = aggregate([r.fig6 for r in runs], "views", [c for c in FIG6_COLUMNS if c != "views"])
+    files["fig6"] = _write_csv(fig6, out / "fig6.csv")
+    seconds = time.perf_counter() - started
+    files["summary"] = _write_json({"settings": s.as_dict(), "seeds": seeds, "seconds": seconds,
+                                    "table2": table2.to_dict(orient="records"),
+                                    "fig6": fig6.to_dict(orient="records"),
+                                    "verdicts": verdicts.to_dict(orient="records"),
+                                    "per_seed": {str(seed): str(r.out) for r, seed in zip(runs, seeds)}},
+                                   out / "summary.json")
+    stage(f"done in {seconds:.0f} s over {len(seeds)} seeds: {files['table2']}, {files['verdicts']}")
+    return ReproduceResult(table2=table2, fig6=fig6, out=out, files=files, seconds=seconds)
 
 
 def _reproduce(s, out: Path, splits, stage, on_step, on_rows, started) -> ReproduceResult:
@@ -313,13 +390,16 @@ def _reproduce(s, out: Path, splits, stage, on_step, on_rows, started) -> Reprod
                      "epochs": s.epochs, "trainings": trainings, "total_time_s": run.seconds + extra, "lr": lr,
                      "alpha": params.get("alpha"), "beta": params.get("beta"), "gamma": params.get("gamma"),
                      "views": params.get("views"), "best_epoch": run.best_epoch})
-    table2 = pd.DataFrame(rows, columns=list(TABLE2_COLUMNS))
+    stage("[4/6] reference rows: the mean face and the projection oracle at the true pose")
+    references = _reference_rows(splits["test"], out, stage)
+    table2 = pd.DataFrame(rows + references, columns=list(TABLE2_COLUMNS))
     files = {"table2": _write_csv(table2, out / "table2.csv")}
     stage(f"[4/6] wrote {files['table2']}")
 
     stage("[5/6] Fig. 5: leaderboard plots of the errors per |yaw| bin")
     board = out / "leaderboard"
-    build_leaderboard([out / "results" / loss for loss in s.losses], board, fresh=True)
+    build_leaderboard([out / "results" / name for name in [*s.losses, *(r["loss"] for r in references)]], board,
+                      fresh=True)
     files["fig5"] = board / "plots"
 
     fig_rows = []
