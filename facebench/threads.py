@@ -123,15 +123,19 @@ def auto_workers(items: int, items_per_worker: int, threads: int = 1) -> int:
 
 
 def loader_workers(requested: int | None = None, batches: int | None = None) -> int:
-    """DataLoader workers: ``requested`` when given (0 = load in the training process), else
-    one per usable core beyond the first (at most 4), and, when the number of ``batches`` of an
-    epoch is given, at most one per 4 batches; each worker runs one torch thread (torch's
-    DataLoader sets it)."""
+    """DataLoader workers: ``requested`` when given (0 = load in the training process), else 0
+    on machines of up to 2 usable cores (measured, perf/bench_loader.py: with batched reads,
+    loading is a few percent of a training step, and a worker process competes for the same
+    cores and adds the transfer of every batch: 0.90 of the steps-alone rate without a worker,
+    0.69 with one), and one per 4 usable cores (at most 4) on larger machines; with the number
+    of ``batches`` of an epoch, at most one per 4 batches. Each worker runs one torch thread
+    (torch's DataLoader sets it)."""
     if requested is not None:
         if requested < 0:
             raise FacebenchError(f"--workers must be >= 0, got {requested}")
         return requested
-    workers = min(usable_cores() - 1, 4)
+    cores = usable_cores()
+    workers = 0 if cores <= 2 else min(4, cores // 4)
     if batches is not None:
         workers = min(workers, batches // 4)
     return max(0, workers)

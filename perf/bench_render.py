@@ -3,12 +3,15 @@
 Renders 224×224 images of a ~60k-triangle displaced grid shaped like the front of a head
 (150 × 190 mm, nose bump) at 600 mm, focal 750 px, B poses with yaw in [-45°, 45°], and prints
 images/s of ``rasterize`` + ``interpolate`` (3 channels) on the CPU with 1 and 2 torch threads
-(with and without back-face culling), on CUDA when available, and, as a same-run reference, an
+(with and without back-face culling) and, as same-run references, Mesa's OpenGL software renderer
+(llvmpipe) through moderngl and headless EGL (``pip install -e ".[bench]"`` plus Debian's
+``libegl1 libgl1-mesa-dri``; the line is skipped with the reason where either is missing) and an
 open3d ``RaycastingScene`` render of the same images (scene build + one ray per pixel centre).
-Each line gives the overall rate and the per-call median and best (other processes on the
-machine slow some calls: compare medians, and note the load average printed around the runs).
+Two phases: ``idle`` (no load of our own; the load average shows the machine's) and ``loaded``
+(one busy process per usable core, started by this script); within a phase the lines are
+measured in interleaved rounds, so ratios compare like with like. CUDA lines when available.
 
-    python perf/bench_render.py [--batch 16] [--seconds 3]
+    python perf/bench_render.py [--batch 16] [--seconds 3] [--rounds 2] [--phases idle,loaded]
 """
 
 from __future__ import annotations
@@ -112,10 +115,66 @@ def open3d_render(cam: torch.Tensor, faces: np.ndarray, K: np.ndarray):
     return run
 
 
+def moderngl_render(cam: torch.Tensor, faces: np.ndarray, K: np.ndarray):
+    """Mesa's OpenGL (llvmpipe on a machine without a GPU) through moderngl and headless EGL: the
+    same images as :func:`torch_render` (per image: upload the camera-frame vertices, depth-tested
+    draw of a 3-channel float attribute, the camera-frame position, into a 32-bit float target,
+    read the pixels back). The projection maps pixel centres as facebench does (pixel x covers
+    ``[x - 0.5, x + 0.5]``); llvmpipe's threads: ``LP_NUM_THREADS`` (default: one per core).
+    ImportError/RuntimeError (with the reason) where moderngl or EGL is unavailable."""
+    import moderngl
+
+    ctx = moderngl.create_standalone_context(backend="egl")
+    program = ctx.program(
+        vertex_shader="""
+            #version 330
+            uniform vec4 k;       // fx, fy, cx, cy
+            uniform vec2 size;    // W, H
+            in vec3 position;     // camera frame, mm (OpenCV)
+            out vec3 value;
+            void main() {
+                float u = k.x * position.x / position.z + k.z;
+                float v = k.y * position.y / position.z + k.w;
+                float n = 1.0, f = 10000.0, z = position.z;
+                value = position;
+                gl_Position = vec4((2.0 * (u + 0.5) / size.x - 1.0) * z, (1.0 - 2.0 * (v + 0.5) / size.y) * z,
+                                   (f + n) / (f - n) * z - 2.0 * f * n / (f - n), z);
+            }""",
+        fragment_shader="""
+            #version 330
+            in vec3 value;
+            out vec4 color;
+            void main() { color = vec4(value, 1.0); }""",
+    )
+    program["k"].value = (float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
+    program["size"].value = (float(SIZE), float(SIZE))
+    fbo = ctx.framebuffer(color_attachments=[ctx.renderbuffer((SIZE, SIZE), 4, dtype="f4")],
+                          depth_attachment=ctx.depth_renderbuffer((SIZE, SIZE)))
+    index = ctx.buffer(faces.astype(np.uint32).tobytes())
+    meshes = [np.ascontiguousarray(c.numpy(), dtype=np.float32) for c in cam]
+    vbo = ctx.buffer(reserve=meshes[0].nbytes)
+    vao = ctx.vertex_array(program, [(vbo, "3f", "position")], index_buffer=index, index_element_size=4)
+    ctx.enable(moderngl.DEPTH_TEST)
+    out = np.empty((SIZE, SIZE, 4), np.float32)
+
+    def run():
+        fbo.use()
+        for vertices in meshes:
+            vbo.write(vertices)
+            fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+            vao.render(moderngl.TRIANGLES)
+            fbo.read_into(out, components=4, dtype="f4")
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per phase (medians)")
+    parser.add_argument("--phases", default="idle,loaded",
+                        help="idle (no load of our own) and/or loaded (one busy process per core, started here)")
     args = parser.parse_args()
     vertices, faces_np = head_grid()
     cam = camera_vertices(vertices, args.batch)
@@ -124,28 +183,73 @@ def main() -> None:
     coverage = rasterize(cam, faces, K, SIZE, SIZE).mask.float().mean().item()
     print(f"mesh: {len(vertices)} vertices, {len(faces_np)} triangles; {SIZE}x{SIZE}, "
           f"batch {args.batch}, coverage {coverage:.2f}")
-    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    results = {}
+    runs = {}
     for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for cull in (True, False):
-            value = rate(torch_render(cam, faces, K, cull), args.batch, args.seconds)
-            results[(threads, cull)] = value.median
-            print(f"torch CPU, {threads} thread(s), cull_backfaces={cull}: {value}")
+        for cull in (False, True):
+            runs[f"torch CPU, {threads} thread(s), cull_backfaces={cull}"] = (threads, torch_render(cam, faces, K, cull))
+    try:
+        runs["moderngl (Mesa llvmpipe via EGL)"] = (None, moderngl_render(cam, faces_np, K))
+    except Exception as error:  # ImportError, or no EGL display/driver
+        print(f"moderngl line skipped: {type(error).__name__}: {str(error).strip().splitlines()[0]}")
+    try:
+        runs["open3d RaycastingScene (build + cast per image)"] = (None, open3d_render(cam, faces_np, K))
+    except ImportError:
+        print("open3d not installed: no open3d line")
+    for phase in args.phases.split(","):
+        procs = start_load(usable_cores()) if phase == "loaded" else []
+        try:
+            print(f"-- {phase}: {len(procs)} busy processes started here; load average (1, 5, 15 min): "
+                  "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            medians: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(args.rounds):  # interleaved: every line sees the same load
+                for name, (threads, fn) in runs.items():
+                    torch.set_num_threads(threads or 1)
+                    medians[name].append(rate(fn, args.batch, args.seconds / args.rounds).median)
+            for name, values in medians.items():
+                print(f"{name:<48} {statistics.median(values):7.1f} images/s (median of per-call rates)")
+            mgl = medians.get("moderngl (Mesa llvmpipe via EGL)")
+            if mgl:
+                default = statistics.median(medians["torch CPU, 1 thread(s), cull_backfaces=False"])
+                best = max(statistics.median(v) for k, v in medians.items() if k.startswith("torch"))
+                print(f"ratio torch (1 thread, facebench's default) / moderngl: {default / statistics.median(mgl):.2f}; "
+                      f"best torch / moderngl: {best / statistics.median(mgl):.2f}")
+            print("load average after: {:.2f}".format(os.getloadavg()[0]))
+        finally:
+            stop_load(procs)
     if torch.cuda.is_available():
         cam_gpu, faces_gpu = cam.cuda(), faces.cuda()
         for cull in (True, False):
             value = rate(torch_render(cam_gpu, faces_gpu, K, cull, torch.cuda.synchronize), args.batch, args.seconds)
             print(f"torch CUDA ({torch.cuda.get_device_name()}), cull_backfaces={cull}: {value}")
-    try:
-        reference = rate(open3d_render(cam, faces_np, K), args.batch, args.seconds)
-    except ImportError:
-        print("open3d not installed: no reference")
-        return
-    print(f"open3d RaycastingScene (build + cast per image): {reference}")
-    best = max(results.values())
-    print(f"ratio best torch CPU / open3d (medians): {best / reference.median:.2f}")
-    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def _spin() -> None:  # pragma: no cover - runs in the load processes
+    while True:
+        pass
+
+
+def start_load(count: int) -> list:
+    """``count`` busy processes (pure Python loops): a synthetic load of one per core."""
+    import multiprocessing
+
+    procs = [multiprocessing.get_context("fork").Process(target=_spin, daemon=True) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    time.sleep(1.0)
+    return procs
+
+
+def stop_load(procs: list) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join()
+
+
+def usable_cores() -> int:
+    from facebench.threads import usable_cores as cores
+
+    return cores()
 
 
 if __name__ == "__main__":

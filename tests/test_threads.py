@@ -52,9 +52,13 @@ def test_worker_counts(monkeypatch):
     assert policy.auto_workers(1200, 500) == 2
     assert policy.auto_workers(10**6, 500) == 4
     assert policy.auto_workers(10**6, 500, threads=2) == 2
-    assert policy.loader_workers() == 3
-    assert policy.loader_workers(batches=5) == 1
-    assert policy.loader_workers(0) == 0
+    assert policy.loader_workers() == 1
+    assert policy.loader_workers(batches=3) == 0
+    monkeypatch.setattr(policy, "usable_cores", lambda: 2)
+    assert policy.loader_workers() == 0
+    monkeypatch.setattr(policy, "usable_cores", lambda: 32)
+    assert policy.loader_workers() == 4
+    assert policy.loader_workers(2) == 2 and policy.loader_workers(0) == 0
     with pytest.raises(FacebenchError):
         policy.loader_workers(-1)
 

@@ -21,7 +21,7 @@ from facebench.commands.threads_option import threads_option
 def demo_command(out, count, size, seed) -> None:
     """Generate a synthetic test set, write three baseline submissions, score them under the
     synthetic and synthetic-scan protocols, and build the leaderboard (CSV, plots, HTML)."""
-    from tqdm import tqdm
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     from facebench.demo import run_demo
 

@@ -56,7 +56,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views, losses,
                    seed, seeds, device, threads, checkpoint, overwrite) -> None:
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
-    from tqdm import tqdm
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     from facebench.baselines.ramon2019.table2 import ReproduceSettings, reproduce_table2
 

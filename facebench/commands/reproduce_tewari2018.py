@@ -79,7 +79,7 @@ class _Progress:
         click.echo(message)
 
     def step(self, stage: str, done: int, total: int, value: float) -> None:
-        from tqdm import tqdm
+        from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
         if self.bar is None or done == 1:
             self.close()

@@ -38,7 +38,7 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board, w
         from facebench.errors import FacebenchError
 
         raise FacebenchError(f"{out}: results folder exists and is not empty; pass --overwrite to replace it")
-    from tqdm import tqdm
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score, write_results

@@ -109,8 +109,8 @@ def train_command() -> None:
               help="Run folder: model.pt, best.pt, log.csv, config.json.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--workers", type=int, default=None,
-              help="DataLoader worker processes, 1 thread each (default: one per core beyond the first; 0: load "
-                   "in the training process).")
+              help="DataLoader worker processes, 1 thread each (default: none on up to 2 cores, else one per 4 "
+                   "cores; 0: load in the training process).")
 @threads_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--method", default=None, help="Method name of the run (default regressor-LOSS-ENCODER).")
@@ -119,7 +119,7 @@ def train_command() -> None:
 def train_regressor_command(**options) -> None:
     """Train Ramon et al. 2019's regressor with one of the five losses (baselines/ramon2019.md);
     distributed (DDP) under torchrun. Every option is the TrainConfig field of its name."""
-    from tqdm import tqdm
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     from facebench.baselines.ramon2019.training import TrainConfig, train
     from facebench.threads import loader_workers
@@ -143,7 +143,7 @@ def train_regressor_command(**options) -> None:
         click.echo(f"epoch {row['epoch']}: loss {_fmt(row['train_loss'])}  val shape {_fmt(row.get('val_shape_mm'))} mm  "
                    f"trans {_fmt(row.get('val_translation_cm'))} cm  rot {_fmt(row.get('val_rotation_deg'))} deg  "
                    f"reproj {_fmt(row.get('val_reprojection_px'))} px  ({row['seconds']:.1f} s, "
-                   f"{row['images_per_second']:.1f} img/s)")
+                   f"{row['images_per_second']:.1f} img/s)" + _remaining(row, config.epochs))
 
     result = train(config, on_step=on_step, on_epoch=on_epoch)
     if bar is not None:
@@ -197,7 +197,7 @@ def train_regressor_command(**options) -> None:
 def train_multilevel_command(**options) -> None:
     """Train Tewari et al. 2018's self-supervised multi-level face model (baselines/tewari2018.md):
     stage 1 the base level, stage 2 everything."""
-    from tqdm import tqdm
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     from facebench.baselines.tewari2018.training import train_multilevel
 
@@ -230,6 +230,15 @@ def train_multilevel_command(**options) -> None:
                f"{val}; run: {result.out}")
 
 
+def _remaining(row: dict, epochs: int) -> str:
+    """``; about 3 min left`` from this epoch's training and validation time, or ``""``."""
+    left = epochs - int(row["epoch"])
+    seconds = left * (float(row.get("seconds") or 0.0) + float(row.get("val_seconds") or 0.0))
+    if left <= 0 or not math.isfinite(seconds):
+        return ""
+    return f"; about {seconds / 60:.1f} min left" if seconds >= 90 else f"; about {seconds:.0f} s left"
+
+
 def multilevel_config(options: dict[str, Any]):
     """The :class:`MultiLevelTrainConfig` of ``facebench train multilevel``'s options. Each option is
     named as a field of :class:`MultiLevelConfig` (the architecture) or of
@@ -260,7 +269,7 @@ def multilevel_config(options: dict[str, Any]):
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, default=None,
-              help="DataLoader worker processes (default: one per core beyond the first; 0: none).")
+              help="DataLoader worker processes (default: none on up to 2 cores, else one per 4 cores).")
 @threads_option()
 @click.option("--method", default=None, help="Method name (default: the run's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")

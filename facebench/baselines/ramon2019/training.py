@@ -365,6 +365,7 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
     sampler = DistributedSampler(data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=config.seed)
     loader = DataLoader(data, batch_size=config.batch // dist.world_size, sampler=sampler,
                         num_workers=config.workers, pin_memory=device.type == "cuda", drop_last=False,
+                        persistent_workers=config.workers > 0,  # workers start once, not every epoch
                         **loader_kwargs(config.seed))
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
