@@ -8,8 +8,13 @@ truth's coefficients plus noise (0.3 std), subdivided and then decimated by open
 Protocol: similarity, landmarks + point-to-plane ICP (scale loop), 95 mm sphere around the nose
 tip, distances from each kept ground-truth vertex to the predicted surface.
 
-Every scan pays for its own prediction (BVH build and ICP target), as in scoring. Prints the
-median time per phase over the scans, and, as same-run references on the same cropped points:
+Every scan pays for its own prediction (BVH build and ICP target), as in scoring. Two cases on the
+same scans: ``95mm`` (the protocol above) and ``now`` (the ``now`` preset: NoW's seven landmarks
+and crop, every cropped scan vertex in the ICP, tolerance 1e-6). Prints, per case, the median wall
+time per phase over the scans and the process CPU time of the whole call (on a loaded machine wall
+time is mostly waiting for a core: compare CPU time, or ratios within one run), and, as same-run
+references on the same cropped points: open3d's BVH build and float32 closest-point queries alone
+(the floor of our scheme: as many queries as the case made, no float64 refinement, no ICP algebra),
 a naive exact closest point (numpy, every triangle, on a subset, extrapolated) and a KD-tree
 vertex-to-vertex distance (scipy ``cKDTree``: build + query; not a surface distance, biased up).
 
@@ -164,60 +169,106 @@ def main() -> None:
         return
 
     import open3d as o3d
-    from scipy.spatial import cKDTree
 
     import facebench.models as fm
-    from facebench.benchmark.align import ScanAlignmentParams, align_and_measure
+    from facebench.benchmark.align import ScanAlignmentParams
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import _scan_params
+    from facebench.landmarks import NOW7_IBUG68
 
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     model = fm.load("synthetic")
     rng = np.random.default_rng(2024)
     scans = [make_scan(model, rng) for _ in range(args.scans)]
-    params = ScanAlignmentParams(with_scale=True, icp=True, method="point_to_plane", crop_radius_mm=95.0,
-                                 icp_max_points=args.icp_points)
+    now7 = list(NOW7_IBUG68)
+    now_scans = [{**scan, "gt_landmarks": scan["gt_landmarks"][now7], "pred_landmarks": scan["pred_landmarks"][now7]}
+                 for scan in scans]
     print(f"ground truth {len(scans[0]['gt_vertices'])} vertices / {len(scans[0]['gt_faces'])} triangles; "
           f"prediction ~{len(scans[0]['pred_vertices'])} vertices / {len(scans[0]['pred_faces'])} triangles; "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} cores")
-    print(f"protocol: {params}")
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} cores, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    cases = {
+        "95mm": (scans, ScanAlignmentParams(with_scale=True, icp=True, method="point_to_plane", crop_radius_mm=95.0,
+                                            icp_max_points=args.icp_points)),
+        "now": (now_scans, _scan_params(get_protocol("now"))),
+    }
+    for i, (name, (case_scans, params)) in enumerate(cases.items()):
+        bench_case(name, case_scans, params, args.repeats, brute_points=args.brute_points if i == 0 else 0)
+    print(f"\nload average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
+
+def bench_case(name: str, scans: list, params, repeats: int, brute_points: int) -> None:
+    """Time one protocol case on the scans and compare it with same-run references (module docstring)."""
+    import open3d as o3d
+    from scipy.spatial import cKDTree
+
+    from facebench.benchmark.align import align_and_measure
+
+    print(f"\n=== {name}: {params}")
     align_and_measure(**scans[0], params=params)  # warm-up (imports, first BVH)
     phases: dict[str, list[float]] = {}
+    cpu: list[float] = []
     results = []
     for scan in scans:
-        for _ in range(args.repeats):
+        for _ in range(repeats):
+            clock = time.process_time()
             result = align_and_measure(**scan, params=params)
-            for name, seconds in result.timings.items():
-                phases.setdefault(name, []).append(seconds)
+            cpu.append(time.process_time() - clock)
+            for phase, seconds in result.timings.items():
+                phases.setdefault(phase, []).append(seconds)
         results.append(result)
-    print(f"\nper scan (median of {args.scans} scans x {args.repeats} repeats), ms:")
-    for name, values in phases.items():
-        print(f"  {name:<10} {1000 * np.median(values):8.1f}")
+    print(f"per scan (median of {len(scans)} scans x {repeats} repeats), wall ms:")
+    for phase, values in phases.items():
+        print(f"  {phase:<10} {1000 * np.median(values):8.1f}")
+    print(f"  {'CPU':<10} {1000 * np.median(cpu):8.1f}   (process time of the whole call, every thread)")
     for i, r in enumerate(results):
-        print(f"  scan {i}: kept {len(r.gt_indices)} gt vertices, mean {r.mean_mm:.3f} mm, median "
-              f"{r.median_mm:.3f} mm, scale {r.similarity.s:.4f}, scale steps {r.icp.scale_steps}, "
-              f"fitness {r.icp.fitness:.3f}")
+        print(f"  scan {i}: kept {len(r.gt_indices)} gt vertices, mean {r.mean_mm:.6f} mm, median "
+              f"{r.median_mm:.6f} mm, scale {r.similarity.s:.6f}, ICP steps {r.icp.scale_steps} "
+              f"({'converged' if r.icp.scale_converged else 'NOT converged'}), fitness {r.icp.fitness:.3f}")
 
     # same-run references on the last scan's aligned, cropped points
     scan, r = scans[-1], results[-1]
     points = r.similarity.inverse().apply(scan["gt_vertices"][r.gt_indices])  # in the prediction's frame
-    ours = r.gt_distances / r.similarity.s
-    subset = np.random.default_rng(0).choice(len(points), size=min(args.brute_points, len(points)), replace=False)
-    start = time.perf_counter()
-    brute = brute_force_distances(points[subset], scan["pred_vertices"], scan["pred_faces"])
-    brute_s = (time.perf_counter() - start) * len(points) / len(subset)
-    start = time.perf_counter()
-    kd, _ = cKDTree(scan["pred_vertices"]).query(points)
-    kd_s = time.perf_counter() - start
     distance_s = float(np.median(phases["distance"]))
     total_s = float(np.median(phases["total"]))
-    print(f"\nreferences on {len(points)} cropped points (prediction frame):")
-    print(f"  ours, distance phase       {1000 * distance_s:9.1f} ms   (whole scan {1000 * total_s:.1f} ms)")
-    print(f"  naive brute force (exact)  {1000 * brute_s:9.1f} ms   extrapolated from {len(subset)} points; "
-          f"x{brute_s / distance_s:.0f} our distance phase, x{brute_s / total_s:.0f} our whole scan; "
-          f"max |ours - brute| {np.abs(ours[subset] - brute).max():.2e} mm")
-    print(f"  KD-tree vertex-to-vertex   {1000 * kd_s:9.1f} ms   x{kd_s / distance_s:.2f} our distance phase; "
-          f"its mean {kd.mean() * r.similarity.s:.3f} mm vs surface {r.mean_mm:.3f} mm (biased up)")
-
+    # the floor: open3d's BVH build and its float32 closest-point queries alone (no refinement, no
+    # ICP algebra), for as many queries as the protocol makes (ICP steps x ICP points + distances)
+    vertices, faces = scan["pred_vertices"], scan["pred_faces"]
+    origin = vertices.mean(axis=0)
+    builds, queries = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices - origin, dtype=np.float32)),
+                            o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)))
+        scene.compute_closest_points(o3d.core.Tensor(np.zeros((1, 3), dtype=np.float32)))
+        builds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(points - origin, dtype=np.float32)))
+        queries.append(time.perf_counter() - start)
+    build_s, query_s = float(np.median(builds)), float(np.median(queries))
+    icp_points = len(points) if params.icp_max_points is None else min(len(points), params.icp_max_points)
+    n_queries = r.icp.scale_steps * icp_points + len(points)
+    floor_s = build_s + query_s * n_queries / len(points)
+    print(f"\nsame-run references on {len(points)} cropped points (prediction frame):")
+    print(f"  open3d BVH build alone     {1000 * build_s:9.1f} ms   (our prepare x{np.median(phases['prepare']) / build_s:.2f})")
+    print(f"  open3d queries alone       {1000 * query_s:9.1f} ms   (our distance phase x{distance_s / query_s:.2f})")
+    print(f"  open3d floor, whole scan   {1000 * floor_s:9.1f} ms   build + {n_queries} queries "
+          f"({r.icp.scale_steps} ICP steps x {icp_points} + {len(points)}); our whole scan x{total_s / floor_s:.2f}")
+    if brute_points:
+        subset = np.random.default_rng(0).choice(len(points), size=min(brute_points, len(points)), replace=False)
+        start = time.perf_counter()
+        brute = brute_force_distances(points[subset], vertices, faces)
+        brute_s = (time.perf_counter() - start) * len(points) / len(subset)
+        ours = r.gt_distances / r.similarity.s
+        print(f"  naive brute force (exact)  {1000 * brute_s:9.1f} ms   extrapolated from {len(subset)} points; "
+              f"x{brute_s / distance_s:.0f} our distance phase, x{brute_s / total_s:.0f} our whole scan; "
+              f"max |ours - brute| {np.abs(ours[subset] - brute).max():.2e} mm")
+        start = time.perf_counter()
+        kd, _ = cKDTree(vertices).query(points)
+        kd_s = time.perf_counter() - start
+        print(f"  KD-tree vertex-to-vertex   {1000 * kd_s:9.1f} ms   x{kd_s / distance_s:.2f} our distance phase; "
+              f"its mean {kd.mean() * r.similarity.s:.3f} mm vs surface {r.mean_mm:.3f} mm (biased up)")
 
 if __name__ == "__main__":
     main()

@@ -175,11 +175,10 @@ def _similarity_step(mesh: PreparedMesh, gt_points: np.ndarray, current: Similar
         return None
     fitness = float(keep.mean())
     rmse = float(np.sqrt(np.mean((distances[keep] * current.s) ** 2)))
-    v, f = mesh.vertices, mesh.faces[face_ids[keep]]
-    normals = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    length = np.linalg.norm(normals, axis=1)
-    ok = length > 0
-    normals = normals[ok] / length[ok, None] @ current.R.T  # unit normals, ground-truth frame
+    unit, has_normal = mesh.surface.face_normals()  # computed once per prediction
+    ids = face_ids[keep]
+    ok = has_normal[ids]
+    normals = unit[ids[ok]] @ current.R.T  # unit normals, ground-truth frame
     moved, g = current.apply(closest[keep][ok]), gt_points[keep][ok]
     if len(g) < 7:
         return None

@@ -61,32 +61,45 @@ def closest_points_on_triangles(points, a, b, c) -> np.ndarray:
         ``(N, 3)`` closest points.
     """
     p, a, b, c = (np.asarray(x, dtype=np.float64) for x in (points, a, b, c))
-    ab, ac, ap, bp, cp = b - a, c - a, p - a, p - b, p - c
+    ab, ac = b - a, c - a
+    return _closest_on_edges(p, a, ab, ac, _dot(ab, ab), _dot(ab, ac), _dot(ac, ac))
 
-    def dot(x, y):
-        return np.einsum("ij,ij->i", x, y)
 
-    d1, d2 = dot(ab, ap), dot(ac, ap)
-    d3, d4 = dot(ab, bp), dot(ac, bp)
-    d5, d6 = dot(ab, cp), dot(ac, cp)
+def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, y)
+
+
+def _closest_on_edges(p, a, ab, ac, abab, abac, acac) -> np.ndarray:
+    """:func:`closest_points_on_triangles` from a vertex ``a``, the edges ``ab = b - a``, ``ac = c - a``
+    and their dot products (precomputed once per triangle by :class:`TriangleSurface`).
+
+    Ericson's six dot products come from two per point (``d3 = d1 - ab·ab``, ``d4 = d2 - ab·ac``,
+    ``d5 = d1 - ab·ac``, ``d6 = d2 - ac·ac``), each region gives the barycentric weights
+    ``(v, w)`` of the closest point ``a + v ab + w ac`` (scalars per point), and the point is formed
+    once: the same point as forming each region's candidate, up to float64 rounding.
+    """
+    ap = p - a
+    d1, d2 = _dot(ab, ap), _dot(ac, ap)
+    d3, d4 = d1 - abab, d2 - abac
+    d5, d6 = d1 - abac, d2 - acac
     va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
     with np.errstate(divide="ignore", invalid="ignore"):
-        on_ab = a + (d1 / (d1 - d3))[:, None] * ab
-        on_ac = a + (d2 / (d2 - d6))[:, None] * ac
+        t_ab = d1 / (d1 - d3)
+        t_ac = d2 / (d2 - d6)
         w_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        on_bc = b + w_bc[:, None] * (c - b)
         denom = 1.0 / (va + vb + vc)
-        inside = a + (vb * denom)[:, None] * ab + (vc * denom)[:, None] * ac
-    conditions = [
-        (d1 <= 0) & (d2 <= 0),
-        (d3 >= 0) & (d4 <= d3),
-        (vc <= 0) & (d1 >= 0) & (d3 <= 0),
-        (d6 >= 0) & (d5 <= d6),
-        (vb <= 0) & (d2 >= 0) & (d6 <= 0),
-        (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0),
-    ]
-    choices = [a, b, on_ab, c, on_ac, on_bc]
-    return np.select([m[:, None] for m in conditions], choices, default=inside)
+        conditions = [
+            (d1 <= 0) & (d2 <= 0),                               # vertex a
+            (d3 >= 0) & (d4 <= d3),                              # vertex b
+            (vc <= 0) & (d1 >= 0) & (d3 <= 0),                   # edge ab
+            (d6 >= 0) & (d5 <= d6),                              # vertex c
+            (vb <= 0) & (d2 >= 0) & (d6 <= 0),                   # edge ac
+            (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0),         # edge bc
+        ]
+        zero, one = np.zeros_like(d1), np.ones_like(d1)
+        v = np.select(conditions, [zero, one, t_ab, zero, zero, 1.0 - w_bc], default=vb * denom)
+        w = np.select(conditions, [zero, zero, zero, one, t_ac, w_bc], default=vc * denom)
+        return a + v[:, None] * ab + w[:, None] * ac
 
 
 class TriangleSurface:
@@ -112,6 +125,33 @@ class TriangleSurface:
         )
         # The BVH is built lazily on the first query: do it now so query timings are queries only.
         self._scene.compute_closest_points(o3d.core.Tensor(np.zeros((1, 3), dtype=np.float32)))
+        self._edges = None
+        self._normals = None
+
+    def edges(self, face_ids: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Per triangle (computed once; the rows ``face_ids`` of it, gathered in one pass): ``a``,
+        ``ab = b - a``, ``ac = c - a`` ``(F, 3)`` and the dot products ``ab·ab``, ``ab·ac``,
+        ``ac·ac`` ``(F,)`` (float64)."""
+        if self._edges is None:
+            v, f = self.vertices, self.faces
+            a = v[f[:, 0]]
+            ab, ac = v[f[:, 1]] - a, v[f[:, 2]] - a
+            self._edges = np.concatenate((a, ab, ac, _dot(ab, ab)[:, None], _dot(ab, ac)[:, None],
+                                          _dot(ac, ac)[:, None]), axis=1)  # (F, 12)
+        rows = self._edges if face_ids is None else self._edges[face_ids]
+        return rows[:, 0:3], rows[:, 3:6], rows[:, 6:9], rows[:, 9], rows[:, 10], rows[:, 11]
+
+    def face_normals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit triangle normals ``(F, 3)`` (right-handed from the winding, ``ab × ac``) and ``(F,)``
+        whether each triangle has one (False for zero-area triangles, whose row is not a unit vector)."""
+        if self._normals is None:
+            _, ab, ac = self.edges()[:3]
+            normals = np.cross(ab, ac)
+            length = np.linalg.norm(normals, axis=1)
+            ok = length > 0
+            normals[ok] /= length[ok, None]
+            self._normals = (normals, ok)
+        return self._normals
 
     def closest_points(self, points, *, refine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Closest point on the surface to each query point.
@@ -131,12 +171,13 @@ class TriangleSurface:
         query = o3d.core.Tensor(np.ascontiguousarray(p - self.origin, dtype=np.float32))
         answer = self._scene.compute_closest_points(query)
         face_ids = answer["primitive_ids"].numpy().astype(np.int64)
-        closest = answer["points"].numpy().astype(np.float64) + self.origin
         if refine:
-            tri = self.vertices[self.faces[face_ids]]
-            exact = closest_points_on_triangles(p, tri[:, 0], tri[:, 1], tri[:, 2])
-            ok = np.all(np.isfinite(exact), axis=1)
-            closest[ok] = exact[ok]
+            closest = _closest_on_edges(p, *self.edges(face_ids))
+            bad = ~np.isfinite(closest).all(axis=1)  # degenerate triangles: keep open3d's point
+            if bad.any():
+                closest[bad] = answer["points"].numpy()[bad].astype(np.float64) + self.origin
+        else:
+            closest = answer["points"].numpy().astype(np.float64) + self.origin
         distances = np.linalg.norm(p - closest, axis=1)
         return distances, closest, face_ids
 
