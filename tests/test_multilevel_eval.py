@@ -121,14 +121,56 @@ def test_correctives_end_to_end_tiny(data, tmp_path):
     result = run_correctives(EvalSettings(out=out, data=data, size=32, pretrain_iters=1, finetune_iters=1, batch=2,
                                           panels=1, encoder_width=8), counts=(0, 4), on_stage=lines.append)
     table = pd.read_csv(out / "correctives.csv")
-    assert list(table["variant"]) == ["C0", "C4"] and list(table["n_correctives"]) == [0, 4]
+    assert list(table["variant"]) == ["C0", "C4", "mean-shape", "projection-oracle"]  # then the reference rows
+    references, table = table.iloc[2:], table.iloc[:2]
+    assert list(table["n_correctives"]) == [0, 4]
     for column in ("photo_base", "photo_final", "refl_base", "refl_final", "shape_mm", "reprojection_px"):
         assert all(math.isfinite(v) for v in table[column]), column
+    # the base level spans 80 of the model's 100 identity modes: the oracle's floor is above 0, below the mean face
+    assert 0.01 < references["shape_mm"].iloc[1] < references["shape_mm"].iloc[0]
+    assert references["photo_final"].isna().all() and (references["rotation_deg"] < 1e-3).all()
     assert table.loc[0, "offset_mm"] == 0.0  # C = 0: final = base
-    for name in ("correctives.png", "panels.png", "summary.json", "submissions/C4.h5", "results/C4/summary.json"):
+    for name in ("correctives.png", "panels.png", "summary.json", "submissions/C4.h5", "results/C4/summary.json",
+                 "results/mean-shape/summary.json", "results/projection-oracle/summary.json"):
         assert (out / name).is_file(), name
     assert any("pre-training" in line for line in lines)
     assert result.files["correctives"] == out / "correctives.csv"
+
+
+def test_reflectance_with_two_seeds(data, tmp_path, face_model):
+    """--seeds 2 on the tiny sets: per-seed folders, mean/sd across seeds, the mean-reflectance
+    reference row equal to an independent computation, verdict values."""
+    from facebench.benchmark.metrics import reflectance_error
+    from facebench.datasets.dataset_file import FaceDataset
+
+    out = tmp_path / "refl"
+    result = run_reflectance(EvalSettings(out=out, data=data, size=32, pretrain_iters=1, finetune_iters=0, batch=2,
+                                          panels=0, encoder_width=8, seeds=2, seed=5))
+    table = pd.read_csv(out / "reflectance.csv", keep_default_na=False, na_values=[""])
+    assert list(table["level"]) == ["base", "final", "mean"]
+    assert {"reflectance_error_mean", "reflectance_error_sd", "n_seeds", "verdict"} <= set(table.columns)
+    assert (table["n_seeds"] == 2).all()
+    for seed in (5, 6):
+        runs = pd.read_csv(out / f"seed{seed}" / "runs.csv")
+        assert list(runs["variant"]) == ["final"]  # the reference here is the mean reflectance
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert len(verdicts) == 3 and set(verdicts["metric"]) == {"reflectance_error"}
+    assert all(v == "" or v.startswith(("lower than ", "higher than ", "not resolved vs "))
+               for v in table["verdict"].fillna(""))
+    # the mean-reflectance row, computed here: the model's mean vs each test image's reflectance
+    from facebench.baselines.tewari2018.evaluations import _render_colors
+
+    test = FaceDataset(data / "test.h5")
+    q, t, K = canonical_pose(test, face_model)
+    coefficients = torch.as_tensor(test.read("reflectance", 0, len(test)), dtype=torch.float32)
+    gt, mask = _render_colors(face_model, face_model.reflectance(coefficients).clamp(0, 1), q, t, K, 32)
+    mean = torch.as_tensor(np.array(face_model.reflectance_mean), dtype=torch.float32).clamp(0, 1)
+    image, _ = _render_colors(face_model, mean.expand(len(test), -1, -1), q, t, K, 32)
+    expected = float(reflectance_error(image, gt, mask).mean())
+    row = table.set_index("level").loc["mean"]
+    assert row["reflectance_error_mean"] == pytest.approx(expected, rel=1e-5)
+    assert row["reflectance_error_sd"] == pytest.approx(0.0, abs=1e-9)  # same test set in both seeds
+    assert result.files["verdicts"] == out / "verdicts.csv"
 
 
 def test_reproduce_commands_report_bad_options_in_one_line(data, tmp_path):

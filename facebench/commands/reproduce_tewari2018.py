@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.seeds_option import echo_table, seeds_option
 from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
@@ -41,6 +42,7 @@ def _common(function):
                      help="Rate multiplier of the corrective spaces' matrices (quick: 0.1 with Adam; full: 1)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--seed", type=int, default=0, show_default=True),
+        seeds_option,
         threads_option(expose=True),
         click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out."),
     ]
@@ -60,7 +62,7 @@ def _settings(options: dict):
                         optimizer=options["optimizer"],
                         corrective_weight_lr_mult=options["corrective_weight_lr_mult"],
                         device=options["device"], seed=options["seed"], threads=options["threads"],
-                        overwrite=options["overwrite"])
+                        overwrite=options["overwrite"], seeds=options["seeds"])
 
 
 class _Progress:
@@ -99,8 +101,7 @@ def _run(function, options: dict, **kwargs):
 
 
 def _echo_table(result, columns) -> None:
-    columns = [c for c in columns if c in result.table.columns]
-    click.echo(result.table[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    echo_table(result.table, [*columns, "n_seeds", "verdict"], digits=4)
     click.echo(f"done in {result.seconds:.0f} s: " + ", ".join(str(p) for p in result.files.values()))
 
 

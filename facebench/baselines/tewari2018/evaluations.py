@@ -38,6 +38,20 @@ each level's shaded re-rendering against the test image over the dataset's face 
 per-vertex size of the corrective shape offsets, mm, and reflectance offsets, RGB: what the
 ablation's regularizers hold back) and ``train_seconds``.
 
+**Reference rows** (:func:`reference_rows`): the variant tables (correctives, corrective spaces,
+ablation) end with ``mean-shape`` (the model's mean face
+at the true pose) and ``projection-oracle`` (the least-squares fit of the test shapes in the base
+level's span — its identity and expression modes — at the true pose), written by
+:func:`facebench.benchmark.templates.write_template` and scored like the variants; they have the
+scored columns only (no photometric or reflectance error: they carry no reflectance or light). The
+reflectance table's ``mean`` row (the model's mean reflectance) is the reflectance reference.
+
+**Seeds**: ``seeds`` N > 1 runs the experiment for seeds ``seed … seed + N - 1`` in ``seed<S>/``
+and writes the table with the mean and sd across seeds, ``verdicts.csv`` and a ``verdict`` column
+(:mod:`facebench.leaderboard.seeds`; per-sample values: the scored results of each row, and the
+per-image reflectance errors of ``reflectance_per_image.csv``; the photometric error is a mean
+only, so it gets a mean and sd but no verdict).
+
 **Panels** (:mod:`facebench.baselines.tewari2018.figures`): for a few test images, the input, the final
 level rendered over the input (overlay), its reflectance (unlit, predicted pose), its geometry (grey
 mesh with a fixed white light) and its illumination (a sphere lit by the regressed final-level SH),
@@ -83,7 +97,14 @@ __all__ = [
     "run_corrective_spaces",
     "run_reflectance",
     "run_ablation",
+    "reference_rows",
+    "REFERENCES",
 ]
+
+#: The reference rows of the variant tables (template kind → row name).
+REFERENCES = {"mean": "mean-shape", "oracle": "projection-oracle"}
+#: Scored metrics (per-sample values in ``results/NAME/``): the verdicts across seeds.
+SCORED = ("shape_mm", "translation_cm", "rotation_deg", "reprojection_px")
 
 #: The paper's reflectance error on its synthetic test (supplement).
 PAPER_REFLECTANCE_ERROR = 0.072
@@ -132,6 +153,7 @@ class EvalSettings:
     seed: int = 0
     threads: int | None = 1
     overwrite: bool = False
+    seeds: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -177,6 +199,9 @@ def resolve_eval_settings(settings: EvalSettings) -> EvalSettings:
         raise FacebenchError(f"--size must be >= 32 px for the multi-level encoder, got {s.size}")
     if s.threads is not None and s.threads < 1:
         raise FacebenchError(f"--threads must be >= 1, got {s.threads}")
+    from facebench.leaderboard.seeds import seed_list
+
+    seed_list(s.seed, s.seeds)
     if s.lr_scale is not None and not (math.isfinite(s.lr_scale) and s.lr_scale > 0):
         raise FacebenchError(f"--lr-scale must be a finite number > 0, got {s.lr_scale}")
     resolve_device(s.device)
@@ -362,10 +387,11 @@ def evaluate_variant(checkpoint: Path, data: dict[str, Path], out: Path, name: s
 
 
 def run_variants(s: EvalSettings, variants: list[Variant], *, base_model: dict | None = None,
-                 on_stage: Stage | None = None, on_step: Step | None = None):
+                 on_stage: Stage | None = None, on_step: Step | None = None, references: bool = True):
     """Train the shared pre-training and each variant; return ``(table, panels, data paths)``.
 
-    ``base_model``: model-config changes of every run (e.g. ``n_reflectance=40``)."""
+    ``base_model``: model-config changes of every run (e.g. ``n_reflectance=40``); ``references``:
+    end the table with :func:`reference_rows`."""
     stage = on_stage or (lambda _m: None)
     out = Path(s.out)
     data = prepare_data(s, stage)
@@ -410,7 +436,54 @@ def run_variants(s: EvalSettings, variants: list[Variant], *, base_model: dict |
         rows.append({"variant": variant.name, **{k: v for k, v in variant.model.items()},
                      **{k: v for k, v in variant.weights.items()}, **metrics})
         panels[variant.name] = rows_panels
+    if references:
+        rows += reference_rows(data["test"], out, base_model, stage)
     return pd.DataFrame(rows), panels, data
+
+
+def reference_rows(test: Path, out: Path, base_model: dict | None = None, stage: Stage | None = None) -> list[dict]:
+    """Write and score the reference submissions (:data:`REFERENCES`) of ``test`` into
+    ``out/submissions`` and ``out/results``; their rows (``variant`` and :data:`SCORED`). The
+    oracle's span is the base level's (``MultiLevelConfig`` with ``base_model``: its identity and
+    expression modes, within the span the dataset's out-of-span detail avoids); it is left out, with
+    a stage line, when the dataset's model cannot be loaded here."""
+    from facebench.baselines.tewari2018.model import MultiLevelConfig
+    from facebench.benchmark import oracle
+    from facebench.benchmark.protocols import get_protocol
+    from facebench.benchmark.scoring import score, write_results
+    from facebench.benchmark.templates import write_template
+    from facebench.datasets.dataset_file import FaceDataset
+
+    stage = stage or (lambda _m: None)
+    dataset = FaceDataset(test)
+    config = dataclasses.replace(MultiLevelConfig(), **{k: v for k, v in (base_model or {}).items()
+                                                       if k in ("n_identity", "n_expression")})
+    rows = []
+    for kind, name in REFERENCES.items():
+        options: dict[str, Any] = {}
+        if kind == "oracle":
+            try:
+                model = oracle.dataset_model(dataset)
+            except FacebenchError as error:
+                stage(f"      no {name} row: {error}")
+                continue
+            span = oracle.default_span(dataset, model)
+            options = {"identity_dims": min(span[0], config.n_identity, model.n_identity),
+                       "expression_dims": min(span[1], config.n_expression, model.n_expression)}
+        submission = out / "submissions" / f"{name}.h5"
+        submission.parent.mkdir(parents=True, exist_ok=True)
+        write_template(dataset, kind, submission, **options)
+        result = score(test, submission, get_protocol("synthetic"))
+        write_results(result, out / "results" / name)
+        metrics = {k: float(result.summary["metrics"][k]["mean"]) for k in SCORED}
+        stage(f"      {name}: shape {metrics['shape_mm']:.2f} mm")
+        rows.append({"variant": name, **metrics})
+    return rows
+
+
+def _methods(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` that are not reference rows (for the plots of the photometric error)."""
+    return table[~table["variant"].isin(list(REFERENCES.values()))]
 
 
 def _finish(s: EvalSettings, name: str, table: pd.DataFrame, panels: dict, files: dict[str, Path], started: float,
@@ -443,14 +516,52 @@ def _start(settings: EvalSettings) -> tuple[EvalSettings, int | None, float]:
     return s, before, time.perf_counter()
 
 
-def _run(settings, body):
+def _run(settings, body, name: str = "", key: str = "variant"):
     s, threads_before, started = _start(settings)
     if s.threads is not None:
         torch.set_num_threads(s.threads)
     try:
+        if s.seeds > 1:
+            return _across_seeds(s, body, started, name, key)
         return body(s, started)
     finally:
         torch.set_num_threads(threads_before)
+
+
+def _seed_frames(result: EvalResult, key: str) -> dict[str, pd.DataFrame]:
+    """Per-sample frames of one seed's rows: the scored results, or the per-image reflectance errors."""
+    from facebench.leaderboard.seeds import per_sample_frames
+
+    if key == "level":
+        per_image = pd.read_csv(result.out / "reflectance_per_image.csv", dtype={"id": str})
+        return {level: pd.DataFrame({"id": per_image["id"], "reflectance_error": per_image[level]})
+                for level in ("base", "final", "mean")}
+    return per_sample_frames({str(n): result.out / "results" / str(n) for n in result.table[key]})
+
+
+def _across_seeds(s: EvalSettings, body, started: float, name: str, key: str) -> EvalResult:
+    """``body`` once per seed in ``seed<S>/``, then the table across seeds (module docstring)."""
+    from facebench.leaderboard.seeds import seed_folder, seed_list, summarize_seeds
+
+    results, seeds = [], seed_list(s.seed, s.seeds)
+    for seed in seeds:
+        one = dataclasses.replace(s, out=seed_folder(s.out, seed), seed=seed, seeds=1, overwrite=True)
+        Path(one.out).mkdir(parents=True, exist_ok=True)
+        results.append(body(one, time.perf_counter()))
+    if key == "level":
+        metrics, verdict_metrics, headline = ("reflectance_error", "median", "std"), ("reflectance_error",), \
+            "reflectance_error"
+    else:
+        metrics, verdict_metrics, headline = METRIC_COLUMNS, SCORED, "shape_mm"
+    table, verdicts, files = summarize_seeds(s.out, name, [r.table for r in results], key, metrics,
+                                             [_seed_frames(r, key) for r in results], verdict_metrics, headline)
+    seconds = time.perf_counter() - started
+    files["summary"] = _write_json({"experiment": name, "settings": s.as_dict(), "seeds": seeds,
+                                    "seconds": seconds, "table": table.to_dict(orient="records"),
+                                    "verdicts": verdicts.to_dict(orient="records"),
+                                    "per_seed": {str(seed): str(r.out) for r, seed in zip(results, seeds)}},
+                                   Path(s.out) / "summary.json")
+    return EvalResult(table=table, out=Path(s.out), files=files, seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------- experiments
@@ -464,13 +575,13 @@ def run_correctives(settings: EvalSettings, *, counts=(0, 100, 250, 500), on_sta
     def body(s, started):
         variants = [Variant(f"C{int(c)}", {"n_correctives": int(c)}) for c in counts]
         table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
-        files = {"plot": bar_plot(table, "n_correctives", Path(s.out) / "correctives.png",
+        files = {"plot": bar_plot(_methods(table), "n_correctives", Path(s.out) / "correctives.png",
                                    "Held-out photometric error vs number of correctives C (supplement Fig. 4)",
                                    line=True)}
         return _finish(s, "correctives", table, panels, files, started, "correctives: C = "
                        + ", ".join(str(c) for c in counts))
 
-    return _run(settings, body)
+    return _run(settings, body, "correctives")
 
 
 def run_corrective_spaces(settings: EvalSettings, *, kinds=("affine", "relu1", "relu2"),
@@ -486,11 +597,11 @@ def run_corrective_spaces(settings: EvalSettings, *, kinds=("affine", "relu1", "
     def body(s, started):
         variants = [Variant(kind, {"corrective_kind": kind}) for kind in kinds]
         table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
-        files = {"plot": bar_plot(table, "corrective_kind", Path(s.out) / "corrective_spaces.png",
+        files = {"plot": bar_plot(_methods(table), "corrective_kind", Path(s.out) / "corrective_spaces.png",
                                    "Corrective space: linear vs non-linear (supplement Figs. 2-3)")}
         return _finish(s, "corrective_spaces", table, panels, files, started, "corrective spaces")
 
-    return _run(settings, body)
+    return _run(settings, body, "corrective_spaces")
 
 
 def _reflectance_modes(dataset) -> int:
@@ -527,7 +638,7 @@ def run_reflectance(settings: EvalSettings, *, base_reflectance: int = 40, on_st
                                             f"level's {base_reflectance} (generate with --reflectance-dims 80)")
         variants = [Variant("final", {})]
         table, panels, _ = run_variants(s, variants, base_model={"n_reflectance": base_reflectance},
-                                        on_stage=on_stage, on_step=on_step)
+                                        on_stage=on_stage, on_step=on_step, references=False)
         run = Path(s.out) / "runs" / ("final" if s.finetune_iters > 0 else "pretrain") / "model.pt"
         face_model = model_for_dataset(test)
         net = model_from_checkpoint(load_multilevel_checkpoint(run), face_model, path=run).to(s.device)
@@ -541,6 +652,9 @@ def run_reflectance(settings: EvalSettings, *, base_reflectance: int = 40, on_st
                          "paper": PAPER_REFLECTANCE_ERROR if level == "final" else float("nan"),
                          "test_modes": n_modes, "base_modes": base_reflectance})
         refl = pd.DataFrame(rows)
+        ids = [str(i) for i in test.ids[:len(errors["final"])]]
+        _write_csv(pd.DataFrame({"id": ids, **{level: errors[level] for level in ("base", "final", "mean")}}),
+                   Path(s.out) / "reflectance_per_image.csv")
         files = {"plot": bar_plot(refl, "level", Path(s.out) / "reflectance.png",
                                    "Synthetic reflectance test: error after removing the global shift",
                                    columns=(("reflectance_error", "ours"),), ylabel="reflectance error",
@@ -549,7 +663,7 @@ def run_reflectance(settings: EvalSettings, *, base_reflectance: int = 40, on_st
         return _finish(s, "reflectance", refl, panels, files, started, "reflectance test",
                        extra={"runs": table.to_dict(orient="records")})
 
-    return _run(settings, body)
+    return _run(settings, body, "reflectance", "level")
 
 
 def run_ablation(settings: EvalSettings, *, on_stage: Stage | None = None, on_step: Step | None = None) -> EvalResult:
@@ -560,10 +674,10 @@ def run_ablation(settings: EvalSettings, *, on_stage: Stage | None = None, on_st
                     Variant("no-shape-regularizers", weights={"w_smo": 0.0, "w_sta": 0.0}),
                     Variant("no-reflectance-priors", weights={"w_ref": 0.0, "w_glo": 0.0})]
         table, panels, _ = run_variants(s, variants, on_stage=on_stage, on_step=on_step)
-        files = {"plot": bar_plot(table, "variant", Path(s.out) / "ablation.png",
+        files = {"plot": bar_plot(_methods(table), "variant", Path(s.out) / "ablation.png",
                                    "Ablation of the corrective priors (supplement Figs. 5-7)",
                                    columns=(("photo_final", "photometric (final)"), ("refl_final", "reflectance (final)")),
                                    ylabel="error")}
         return _finish(s, "ablation", table, panels, files, started, "ablation")
 
-    return _run(settings, body)
+    return _run(settings, body, "ablation")
