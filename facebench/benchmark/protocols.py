@@ -14,7 +14,7 @@ Presets:
 - ``synthetic-scan`` — the same ground truth treated as a scan: similarity from the 68 iBUG
   landmarks (Umeyama, no reflection), point-to-plane ICP with scale refinement, distance from every
   ground-truth vertex to the predicted surface. Tests the scan machinery with exact ground truth.
-- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` (version 1.0) —
+- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` (version 1.1) —
   re-implementations of the papers' descriptions for real data, scored on files written by
   ``facebench datasets prepare micc|facewarehouse`` (per-sample scans of their own topology; see
   :mod:`facebench.datasets.scan_dataset`). Each parameter and its source (the paper's text, the
@@ -189,9 +189,11 @@ SYNTHETIC_SCAN = Protocol(
 )
 
 #: ICP settings shared by the real-data presets (our choices; see the cards in ``benchmark/``):
-#: point-to-plane similarity steps until the scale changes by < 1e-5, then a rigid open3d ICP with
-#: relative fitness/RMSE change 1e-5 (at most 50 iterations each), pairs farther than 10 mm ignored
-#: (scan regions the prediction does not cover: hair, neck, ears), at most 5,000 scan points.
+#: point-to-plane similarity steps on exact closest points of the predicted triangles until a step
+#: moves the scan points by < 1e-5 of their RMS radius (at most 50 steps; version 1.0: until the
+#: scale changed by < 1e-5, then a rigid open3d ICP with relative fitness/RMSE change 1e-5), pairs
+#: farther than 10 mm ignored (scan regions the prediction does not cover: hair, neck, ears), at
+#: most 5,000 scan points.
 _REAL_ICP = dict(topology="scan", alignment="similarity", icp="point_to_plane", icp_scale=True,
                  icp_max_iterations=50, icp_tolerance=1e-5, icp_max_correspondence_mm=10.0, icp_max_points=5000,
                  distance_direction="gt_to_pred", pose_metrics=False)
