@@ -13,16 +13,23 @@ any step, so a mirrored prediction scores as what it is (NoW's reflecting Procru
 2. landmarks: Umeyama fit of the predicted landmarks onto the ground-truth ones
    (:func:`facebench.benchmark.similarity.landmark_similarity`; NaN landmarks skipped), or the identity when the prediction is
    already in the ground truth's frame;
-3. ICP (:func:`refine_icp`, open3d ``registration_icp`` with our convergence criteria): the kept
-   ground-truth points are registered onto the predicted mesh's vertices (with the mesh's vertex
-   normals, for point-to-plane), i.e. correspondences run from each scan point to the prediction,
-   as the distance does; the transform found is then inverted so that the prediction moves;
+3. ICP (:func:`refine_icp`): point-to-plane steps from each kept scan point to its exact closest
+   point on the predicted triangles (``final="exact"``, protocols 1.1), or, for protocols 1.0
+   (``final="open3d"``), a last open3d ``registration_icp`` from the scan points to the predicted
+   mesh's vertices with its vertex normals, inverted so that the prediction moves; correspondences
+   run from each scan point to the prediction, as the distance does;
 4. distances from each kept ground-truth vertex to the moved prediction's surface (exact closest
    point on triangles, :mod:`facebench.benchmark.surface_distance`), or the reverse, or both,
    aggregated by :func:`facebench.benchmark.metrics.scan_distance_stats` (mean, median, RMSE).
 
-**Scale in ICP.** open3d's point-to-plane estimation is rigid. For similarity protocols with
-``method="point_to_plane"``: (a) from the landmark fit, a loop of closed-form point-to-plane
+**Exact final stage** (``final="exact"``, the default and protocols 1.1): from the landmark fit,
+closed-form point-to-plane similarity (or rigid) steps (:func:`_similarity_step`) on exact closest
+points of the predicted triangles and their triangle normals until a step moves the scan points by
+less than ``tolerance`` relative to their RMS radius, or after ``max_iterations`` steps
+(:func:`_refine_exact`); an exact copy of a denser or coarser scan scores 0 to ~1e-10 mm.
+
+**Scale in ICP, protocols 1.0** (``final="open3d"``). open3d's point-to-plane estimation is rigid.
+For similarity protocols with ``method="point_to_plane"``: (a) from the landmark fit, a loop of closed-form point-to-plane
 *similarity* steps (7 unknowns: scale, rotation, translation; linearized least squares,
 :func:`_similarity_step`) on exact closest points of the predicted surface and their triangle
 normals, residuals in ground-truth mm, until a step changes the scale by less than ``tolerance``
@@ -36,8 +43,8 @@ against 3–5 steps here, for the same distances within 0.002 mm. Rigid protocol
 Every intermediate similarity is checked: ``s > 0`` and ``det R = +1`` (:class:`facebench.benchmark.similarity.Similarity`).
 ICP may use a fixed-seed subset of the scan points (``icp_max_points``); distances use them all.
 
-The prepared prediction (:class:`PreparedMesh`: its BVH and its ICP target cloud) is built once and
-reused by every step; distances are computed in the prediction's own frame (scan points mapped by
+The prepared prediction (:class:`PreparedMesh`: its BVH, its per-triangle edges and unit normals, and
+for ``final="open3d"`` its ICP target cloud) is built once and reused by every step and by the distances; distances are computed in the prediction's own frame (scan points mapped by
 ``S⁻¹``) and multiplied by ``s``, which is exact for a similarity.
 """
 
