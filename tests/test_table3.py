@@ -100,7 +100,7 @@ def test_cli_writes_table_plot_results_and_submissions(world, tmp_path):
     assert "[1/2] gal" in result.output and "score micc-ramon2019" in result.output
     table = pd.read_csv(out / "table3.csv")
     assert list(table.columns) == table3_columns(extra=True)
-    assert table["method"].tolist() == ["gal", "oracle"]
+    assert table["method"].tolist() == ["gal", "oracle", "mean-shape"]  # then the reference row
     gal = table.set_index("method").loc["gal"]
     assert gal["loss"] == "gal" and gal["kind"] == "run"
     for key in ("micc", "facewarehouse", "micc95"):
@@ -110,6 +110,10 @@ def test_cli_writes_table_plot_results_and_submissions(world, tmp_path):
     oracle = table.set_index("method").loc["oracle"]
     assert oracle["micc_mm"] < 0.05 and oracle["micc95_mm"] < 0.05  # the scans under a similarity
     assert np.isnan(oracle["facewarehouse_mm"]) and oracle["kind"] == "submission"
+    mean = table.set_index("method").loc["mean-shape"]
+    assert mean["kind"] == "reference" and mean["source"] == "model:synthetic"
+    for key in ("micc", "facewarehouse", "micc95"):  # the model's mean face is not the scans: a real error
+        assert mean[f"{key}_mm"] > 0.1 and mean[f"{key}_completion"] == 1.0
     assert (out / "table3.png").stat().st_size > 1000
     summary = json.loads((out / "results" / "gal" / "facewarehouse-ramon2019" / "summary.json").read_text())
     assert summary["dataset"]["mm_per_unit"] == 10.0 and summary["protocol_id"] == "facewarehouse-ramon2019@1.1"
@@ -189,3 +193,28 @@ def test_a_multilevel_run_is_a_row_too(world, model, tmp_path):
     predict_multilevel(run / "model.pt", world["micc"], tmp_path / "again.h5")
     with h5py.File(tmp_path / "again.h5") as f:
         np.testing.assert_allclose(f["vertices"][()], expected, atol=1e-3)
+
+
+def test_seeds_read_each_seeds_runs(world, tmp_path):
+    """--seeds 2: the runs of RUNS/seed<S>/ (here the same run twice), mean/sd across seeds, verdicts."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        shutil.copytree(world["runs"] / "gal", runs / f"seed{seed}" / "gal")
+    out = tmp_path / "t3s"
+    result = _cli(["--micc", str(world["micc"]), "--runs", str(runs), "--no-95mm", "--seeds", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "table3.csv", keep_default_na=False, na_values=[""])
+    assert table["method"].tolist() == ["gal", "mean-shape"]
+    assert {"micc_mm_mean", "micc_mm_sd", "n_seeds", "verdict"} <= set(table.columns)
+    assert table["micc_mm_sd"].tolist() == pytest.approx([0.0, 0.0], abs=1e-9)  # the same run and scans
+    per_seed = pd.read_csv(out / "seed1" / "table3.csv").set_index("method")
+    assert table.set_index("method").loc["mean-shape", "micc_mm_mean"] == pytest.approx(per_seed.loc["mean-shape",
+                                                                                                  "micc_mm"])
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert verdicts["a"].tolist() == ["gal"] and verdicts["b"].tolist() == ["mean-shape"]
+    assert verdicts["verdict"].iloc[0] in ("not resolved", "gal lower than mean-shape", "mean-shape lower than gal")
+    bad = _cli(["--micc", str(world["micc"]), "--runs", str(world["runs"]), "--seeds", "2", "--out",
+                str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "seed0" in bad.output and "Traceback" not in bad.output

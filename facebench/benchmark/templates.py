@@ -39,8 +39,10 @@ submissions: ``<out>/<id>.ply`` meshes and a ``manifest.json`` with per-id ``lan
 landmarks, protocol order) — ``gt`` writes each scan, placed by a random similarity (rotation,
 translation up to 100 mm, scale 0.9–1.1; the scan protocols align with scale, so this still scores
 ≈ 0 and shows the alignment at work), ``noisy`` adds Gaussian noise of ``noise_mm`` per coordinate
-to the placed scan. ``mean`` needs a shared topology and is refused. No poses: scan datasets have
-none.
+to the placed scan. ``mean`` needs a shared topology and is refused, unless a face ``model`` is
+given: then it is an HDF5 submission of that model's mean for every scan, with the model's faces and
+the dataset's scan landmark set on the model (:func:`facebench.benchmark.landmark_sets.landmark_indices_for`),
+the mean-face reference row of the scan tables. No poses: scan datasets have none.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def mean_shape(dataset, *, chunk_size: int = 256) -> tuple[np.ndarray, str]:
 def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: float = 1.0,
                    pose_noise_deg: float = 2.0, translation_noise_mm: float = 0.0, seed: int = 0,
                    chunk_size: int = 256, overwrite: bool = True, identity_dims: int | None = None,
-                   expression_dims: int | None = None) -> Path:
+                   expression_dims: int | None = None, model=None) -> Path:
     """Write an example submission of ``kind`` (``gt``, ``mean`` or ``noisy``) for a dataset.
 
     Args:
@@ -115,6 +117,7 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
             :func:`facebench.benchmark.oracle.default_span`).
         chunk_size: samples read and written at a time.
         overwrite: False refuses an existing ``out_path``.
+        model: scan datasets, ``mean``: the face model whose mean is written (module doc).
 
     Returns:
         ``out_path``.
@@ -134,6 +137,8 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
         raise InputFileError(out_path, "exists already")
     dataset = dataset_path if isinstance(dataset_path, FaceDataset) else FaceDataset(dataset_path)
     if dataset.is_scan_dataset:
+        if kind == "mean" and model is not None:
+            return _write_scan_model_mean(dataset, model, out_path)
         return _write_scan_template(dataset, kind, out_path, noise_mm=noise_mm, seed=seed)
     ids = dataset.ids
     q_all = np.asarray(dataset.array("q"), np.float64)
@@ -174,6 +179,25 @@ def write_template(dataset_path, kind: str, out_path: str | Path, *, noise_mm: f
                 q = quat_canonical(quat_multiply(q, rotation_noise(stop - start, pose_noise_deg, rng)))
                 t = t + rng.normal(0.0, translation_noise_mm, t.shape)
             writer.write(start, ids=ids[start:stop], vertices=vertices, q=q, t=t)
+    return out_path
+
+
+def _write_scan_model_mean(dataset, model, out_path: Path) -> Path:
+    """The model's mean for every scan of ``dataset`` (module doc), an HDF5 submission."""
+    from facebench.benchmark.landmark_sets import landmark_indices_for
+
+    landmark_set = str(dataset.attrs.get("landmark_set", ""))
+    try:
+        landmark_indices = landmark_indices_for(model, landmark_set)
+    except FacebenchError as error:
+        raise FacebenchError(f"{dataset.path}: {error}") from None
+    ids = list(dataset.ids)
+    mean = np.asarray(model.mean, np.float64)
+    with SubmissionWriter(out_path, n=len(ids), n_vertices=len(mean), method=METHODS["mean"],
+                          faces=np.asarray(model.faces), landmark_indices=landmark_indices,
+                          attrs={"template_kind": "mean", "source_dataset": dataset.path.name,
+                                 "mean_source": f"model:{model.name}"}) as writer:
+        writer.write(0, ids=ids, vertices=np.broadcast_to(mean, (len(ids), *mean.shape)))
     return out_path
 
 

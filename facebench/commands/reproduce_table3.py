@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from facebench.commands.seeds_option import seeds_option
 from facebench.commands.threads_option import threads_option
 
 
@@ -27,24 +28,41 @@ from facebench.commands.threads_option import threads_option
               help="The runs' face model file, for models read from a file (not needed for the procedural one).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--batch", type=int, default=16, show_default=True, help="Images per prediction batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --seeds: the first seed.")
+@seeds_option
 @threads_option()
-def table3_command(micc, facewarehouse, runs, named, out, checkpoint, no_extra, model_path, device, batch) -> None:
+def table3_command(micc, facewarehouse, runs, named, out, checkpoint, no_extra, model_path, device, batch, seed,
+                   seeds) -> None:
     """Ramon et al. 2019 Table 3: predict with each run on MICC / FaceWarehouse, score under
-    micc-ramon2019 / facewarehouse-ramon2019 (and micc-95mm); write table3.csv and table3.png."""
-    from facebench.baselines.ramon2019.table3 import find_entries, parse_run_option, reproduce_table3
+    micc-ramon2019 / facewarehouse-ramon2019 (and micc-95mm); write table3.csv and table3.png.
+    With --seeds N, the runs of each seed come from --runs DIR/seed<S>/."""
+    from facebench.baselines.ramon2019.table3 import (
+        find_entries,
+        parse_run_option,
+        reproduce_table3,
+        reproduce_table3_seeds,
+    )
     from facebench.errors import FacebenchError
+    from facebench.leaderboard.seeds import seed_list
 
     if batch < 1:
         raise FacebenchError(f"--batch must be >= 1, got {batch}")
     if micc is None and facewarehouse is None:
         raise FacebenchError("give --micc and/or --facewarehouse (prepared scan datasets)")
-    entries = find_entries(runs, [parse_run_option(text) for text in named], checkpoint=checkpoint)
-    result = reproduce_table3(out, entries, micc=micc, facewarehouse=facewarehouse, extra=not no_extra,
-                              device=device, batch_size=batch, model_path=model_path, progress=click.echo)
+    options = dict(micc=micc, facewarehouse=facewarehouse, extra=not no_extra, device=device, batch_size=batch,
+                   model_path=model_path, progress=click.echo)
+    if seed_list(seed, seeds) and seeds > 1:
+        if runs is None or named:
+            raise FacebenchError("--seeds N reads each seed's runs from --runs DIR/seed<S>/; --run is for one seed")
+        result = reproduce_table3_seeds(out, runs, seed_list(seed, seeds), checkpoint=checkpoint, **options)
+    else:
+        entries = find_entries(runs, [parse_run_option(text) for text in named], checkpoint=checkpoint)
+        result = reproduce_table3(out, entries, **options)
     table = result.table
-    shown = [c for c in table.columns if c == "method" or c.endswith(("_mm", "_completion"))
-             and not c.endswith("std_mm")]
+    shown = [c for c in table.columns if c in ("method", "n_seeds", "verdict") or c.endswith(("_mm", "_completion",
+                                                                                             "_mm_mean", "_mm_sd"))
+             and not c.endswith(("std_mm", "ci_low_mm", "ci_high_mm"))]
     click.echo(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     for name, error in result.errors.items():
         click.echo(f"warning: {name}: {error}", err=True)
-    click.echo(f"wrote {result.files['table3']}, {result.files['plot']} ({result.seconds:.1f} s)")
+    click.echo(f"wrote {', '.join(str(path) for path in result.files.values())} ({result.seconds:.1f} s)")

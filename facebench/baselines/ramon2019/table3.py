@@ -14,12 +14,24 @@ folders written by ``facebench train regressor|multilevel`` (``config.json`` and
 2. ``results/NAME/PROTOCOL/``: ``summary.json``, ``per_sample.csv``, ``per_vertex.npz`` under
    ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3) and, unless ``extra=False``,
    ``micc-95mm`` (the common variant, an extra column: it costs one more alignment per scan);
-3. ``table3.csv`` (:func:`table3_columns`): one row per entry (method, loss, source), and per
+3. the reference row ``mean-shape`` (kind ``reference``): the face model's mean for every scan
+   (:func:`facebench.benchmark.templates.write_template` with ``model``; the model of the first
+   regressor run, else the procedural model), scored like the entries. There is no
+   projection-oracle row: the oracle fits the ground truth in a model's span, and a scan's vertices
+   are not in any model's topology (the oracle of a scan would need a registration, which is itself
+   a method to evaluate);
+4. ``table3.csv`` (:func:`table3_columns`): one row per entry (method, loss, source), then the
+   reference row, and per
    protocol the headline error in mm (mean over samples of the per-sample mean distance; RMSE for
    ``micc-95mm``), its bootstrap 95 % CI, the std, samples scored and completion; a cell whose
    scoring failed is empty and ``error`` says why;
-4. ``table3.png``: bars per entry and protocol with the 95 % CIs; ``summary.json``: settings,
+5. ``table3.png``: bars per entry and protocol with the 95 % CIs; ``summary.json``: settings,
    datasets (sha256, ``mm_per_unit``), entries, errors, wall time.
+
+:func:`reproduce_table3_seeds` runs the table once per seed, on the runs of ``RUNS/seed<S>/`` (what
+``facebench reproduce table2 --seeds N`` writes under ``OUT/seed<S>/runs``), in ``out/seed<S>/``,
+and writes ``table3.csv`` with the mean and sd across seeds of each protocol's headline,
+``verdicts.csv`` and a ``verdict`` column (:mod:`facebench.leaderboard.seeds`).
 
 A failing entry (unreadable checkpoint, invalid submission) is recorded and the others go on;
 :class:`~facebench.errors.FacebenchError` only when nothing at all could be scored. Progress goes
@@ -44,7 +56,10 @@ from facebench.atomic import atomic_path
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["TABLE3_PROTOCOLS", "Entry", "Table3Result", "find_entries", "parse_run_option", "table3_columns",
-           "reproduce_table3", "plot_table3"]
+           "reproduce_table3", "reproduce_table3_seeds", "plot_table3", "MEAN_SHAPE"]
+
+#: The name of the reference row.
+MEAN_SHAPE = "mean-shape"
 
 #: (column key, dataset role, protocol) in table order; ``micc95`` is the extra column.
 TABLE3_PROTOCOLS: tuple[tuple[str, str, str], ...] = (
@@ -239,9 +254,10 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
             errors[entry.name] = "; ".join(notes)
         row["error"] = "; ".join(notes)
         rows.append(row)
+    rows.append(_mean_shape_row(entries, datasets, protocols, out, model_path, say, errors))
     table = pd.DataFrame(rows).reindex(columns=table3_columns(extra))
     scored = [c for c in table.columns if c.endswith("_mm") and not c.endswith(("ci_low_mm", "ci_high_mm", "std_mm"))]
-    if table[scored].isna().all().all():
+    if table.loc[table["kind"] != "reference", scored].isna().all().all():  # the entries: the reference is no result
         raise FacebenchError("nothing was scored: " + "; ".join(f"{k}: {v}" for k, v in errors.items())[:600])
     files = {"table3": out / "table3.csv", "plot": out / "table3.png", "summary": out / "summary.json"}
     with atomic_path(files["table3"]) as tmp:
@@ -260,6 +276,102 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
     }
     with atomic_path(files["summary"]) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds)
+
+
+def _reference_model(entries: Sequence[Entry], model_path):
+    """The face model of the first regressor run among ``entries``, else the procedural model."""
+    from facebench.baselines.ramon2019.predict import load_checkpoint, model_for_checkpoint
+    from facebench.models import load
+
+    for entry in entries:
+        if entry.kind == "run" and entry.loss != MULTILEVEL:
+            try:
+                return model_for_checkpoint(load_checkpoint(entry.path), model_path, path=entry.path)
+            except FacebenchError:
+                continue
+    return load("synthetic")
+
+
+def _mean_shape_row(entries, datasets: dict, protocols, out: Path, model_path, say, errors: dict) -> dict[str, Any]:
+    """The ``mean-shape`` reference row (module docstring), scored on every protocol."""
+    from facebench.benchmark.templates import write_template
+
+    model = _reference_model(entries, model_path)
+    say(f"[reference] {MEAN_SHAPE}: the mean of model {model.name!r}")
+    row: dict[str, Any] = {"method": MEAN_SHAPE, "loss": "", "kind": "reference", "source": f"model:{model.name}"}
+    notes = []
+    for key, role, protocol_name in protocols:
+        submission = out / "submissions" / f"{MEAN_SHAPE}_{role}.h5"
+        try:
+            if not submission.is_file():
+                submission.parent.mkdir(parents=True, exist_ok=True)
+                write_template(datasets[role], "mean", submission, model=model)
+            cell = _score_cell(datasets[role], submission, protocol_name,
+                               out / "results" / MEAN_SHAPE / protocol_name, MEAN_SHAPE)
+        except FacebenchError as error:
+            notes.append(f"{protocol_name}: {error}")
+            continue
+        row.update({f"{key}_{c}": v for c, v in cell.items()})
+    if notes:
+        errors[MEAN_SHAPE] = "; ".join(notes)
+    row["error"] = "; ".join(notes)
+    return row
+
+
+def reproduce_table3_seeds(out: str | Path, runs: str | Path, seeds: Sequence[int], *, checkpoint: str = "last",
+                           progress: Progress | None = None, **options) -> Table3Result:
+    """:func:`reproduce_table3` once per seed on the entries of ``runs/seed<S>/`` in
+    ``out/seed<S>/``, then the table across seeds (module docstring); ``options`` as
+    :func:`reproduce_table3` takes them."""
+    from facebench.leaderboard.seeds import pairwise_verdicts, seed_folder, summarize_seeds, verdict_column
+
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    out = Path(out)
+    results = []
+    for seed in seeds:
+        folder = seed_folder(runs, seed)
+        if not folder.is_dir():
+            raise InputFileError(folder, "not found: with --seeds, --runs holds one runs folder per seed (seed<S>/)")
+        say(f"seed {seed}: runs of {folder}")
+        results.append(reproduce_table3(seed_folder(out, seed), find_entries(folder, checkpoint=checkpoint),
+                                        progress=say, **options))
+    protocols = [(key, name) for key, _, name in TABLE3_PROTOCOLS
+                 if any(f"{key}_mm" in r.table.columns and r.table[f"{key}_mm"].notna().any() for r in results)]
+    metrics = [f"{key}_{c}" for key, _ in protocols for c in ("mm", "n_scored")]
+    names = [str(v) for v in results[0].table["method"]]
+    frames_by_key = {}
+    for key, protocol_name in protocols:
+        frames = []
+        for r in results:
+            seed_frames = {}
+            for name in names:
+                folder = r.out / "results" / _safe(name) / protocol_name
+                if (folder / "per_sample.csv").is_file():
+                    frame = pd.read_csv(folder / "per_sample.csv", dtype={"id": str})
+                    headline = "rmse_mm" if protocol_name == "micc-95mm" else "shape_mm"
+                    seed_frames[name] = frame.rename(columns={headline: f"{key}_mm"})
+            frames.append(seed_frames)
+        frames_by_key[key] = frames
+    first = protocols[0][0] if protocols else "micc"
+    table, verdicts, files = summarize_seeds(out, "table3", [r.table for r in results], "method", metrics,
+                                             frames_by_key.get(first, [{} for _ in results]), [f"{first}_mm"],
+                                             f"{first}_mm")
+    extra = [pairwise_verdicts(frames_by_key[key], names, [f"{key}_mm"]) for key, _ in protocols[1:]]
+    verdicts = pd.concat([verdicts, *extra], ignore_index=True)
+    table["verdict"] = verdict_column(table, "method", f"{first}_mm", verdicts)
+    from facebench.atomic import write_csv
+
+    files["table3"], files["verdicts"] = write_csv(table, out / "table3.csv"), write_csv(verdicts, out / "verdicts.csv")
+    seconds = time.perf_counter() - started
+    summary = {"format": "facebench-table3-seeds", "version": 1, "seeds": list(seeds), "seconds": seconds,
+               "table": table.to_dict(orient="records"), "verdicts": verdicts.to_dict(orient="records"),
+               "per_seed": {str(seed): str(r.out) for r, seed in zip(results, seeds)}}
+    files["summary"] = out / "summary.json"
+    with atomic_path(files["summary"]) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    errors = {f"seed{seed} {k}": v for r, seed in zip(results, seeds) for k, v in r.errors.items()}
     return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds)
 
 
