@@ -216,7 +216,9 @@ def test_decode_reconstruction_refuses_bad_files(tmp_path):
     ({"n_identity": 101}, "fewer than the 101"),
     ({"n_reflectance": 81}, "reflectance modes"),
     ({"corrective_kind": "tanh"}, "unknown corrective kind"),
-    ({"n_expression": -1}, "n_expression must be >= 0"),
+    ({"n_expression": -1}, "n_expression must be >= 1"),
+    ({"n_reflectance": 0}, "n_reflectance must be >= 1"),  # was a reshape ValueError (internal error)
+    ({"n_correctives": -1}, "n_correctives must be >= 0"),
     ({"image_size": 16}, "image_size must be >= 32"),
     ({"encoder_width": 0}, "encoder_width must be >= 1"),
 ])

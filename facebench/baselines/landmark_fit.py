@@ -46,7 +46,7 @@ from facebench import __version__
 from facebench.atomic import atomic_path
 from facebench.conventions import matrix_to_quat, pose_from_angles, quat_to_matrix
 from facebench.device import resolve_device
-from facebench.errors import InputFileError
+from facebench.errors import InputFileError, InvalidInputError
 from facebench.safe_hdf5 import open_hdf5
 
 __all__ = ["FitResult", "fit_landmarks", "fit_dataset", "METHOD", "CONTOUR_LANDMARKS", "INITIAL_YAWS_DEG"]
@@ -361,7 +361,7 @@ def fit_landmarks(
     if np.any((indices < -1) | (indices >= model.n_vertices)):
         raise ValueError(f"landmark indices outside [-1, {model.n_vertices})")
     if not (0 <= n_identity <= model.n_identity and 0 <= n_expression <= model.n_expression):
-        raise ValueError(f"{model.name} has {model.n_identity} identity and {model.n_expression} expression "
+        raise InvalidInputError(f"{model.name} has {model.n_identity} identity and {model.n_expression} expression "
                          f"modes; cannot fit {n_identity} and {n_expression}")
     B = obs.shape[0]
     Kt = _as_tensor(K, device, dtype)
@@ -481,7 +481,7 @@ def fit_dataset(
     """
     dataset_path, out_path = Path(dataset_path), Path(out_path)
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
     ids, landmarks, K, indices, faces, n_vertices, attrs = _read_inputs(dataset_path)
     model = model if model is not None else _load_model_for(dataset_path, attrs, model_path)

@@ -34,7 +34,7 @@ from facebench.benchmark.validation_checks import Expectations, expectations
 from facebench.benchmark.validation_folder import check_folder
 from facebench.benchmark.validation_hdf5 import check_hdf5
 from facebench.benchmark.validation_report import ValidationReport
-from facebench.errors import InputFileError
+from facebench.errors import InputFileError, InvalidInputError
 
 __all__ = ["validate_submission", "TOPOLOGIES"]
 
@@ -62,7 +62,7 @@ def validate_submission(submission_path: str | Path, dataset, *, require_pose: b
     from facebench.datasets.dataset_file import FaceDataset
 
     if topology not in TOPOLOGIES:
-        raise ValueError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
+        raise InvalidInputError(f"topology must be one of {TOPOLOGIES}, got {topology!r}")
     if not isinstance(dataset, FaceDataset):
         dataset = FaceDataset(dataset)
     expect = expectations(dataset, require_pose, topology)

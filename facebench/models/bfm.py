@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from facebench.errors import InputFileError, ModelFileError
+from facebench.errors import InputFileError, InvalidInputError, ModelFileError
 from facebench.hashing import file_sha256
 from facebench.models.landmark_mapping import read_landmark_mapping
 from facebench.models.morphable_model import N_LANDMARKS, MorphableModel, empty_basis
@@ -152,7 +152,7 @@ def colour_model_to_reflectance(
         ``({"reflectance_mean", "reflectance_basis", "reflectance_std"}, reflectance_source)``.
     """
     if color_space not in COLOR_SPACES:
-        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
+        raise InvalidInputError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
     if color_space == "linear":
         fields = {"reflectance_mean": mean01, "reflectance_basis": basis, "reflectance_std": std01}
         return fields, f"model ({what}, values used as linear RGB without decoding)"
@@ -261,7 +261,7 @@ def load_bfm2009(
     """
     path = require_file(path)
     if color_space not in COLOR_SPACES:
-        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
+        raise InvalidInputError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
     fields = _read_mat_fields(path, _BFM2009_FIELDS)
     missing = [name for name in _BFM2009_FIELDS if name not in fields]
     if missing:
@@ -424,7 +424,7 @@ def load_bfm2017(
 
     path = require_file(path)
     if color_space not in COLOR_SPACES:
-        raise ValueError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
+        raise InvalidInputError(f"color_space must be one of {COLOR_SPACES}, got {color_space!r}")
     try:
         handle = open_hdf5(path)
     except InputFileError as error:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from facebench.atomic import atomic_path
-from facebench.errors import InputFileError, ModelFileError
+from facebench.errors import InputFileError, InvalidInputError, ModelFileError
 from facebench.safe_hdf5 import parse_json
 
 #: Number of iBUG-68 landmarks.
@@ -290,7 +290,7 @@ class MorphableModel:
             if k is not None:
                 n = getattr(self, f"n_{prefix}")
                 if not 0 <= k <= n:
-                    raise ValueError(f"{self.name}: cannot keep {k} {prefix} modes of {n}")
+                    raise InvalidInputError(f"{self.name}: cannot keep {k} {prefix} modes of {n}")
                 changes[f"{prefix}_basis"] = getattr(self, f"{prefix}_basis")[:, :, :k]
                 changes[f"{prefix}_std"] = getattr(self, f"{prefix}_std")[:k]
         return dataclasses.replace(self, **changes)

@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from facebench.errors import InvalidInputError
 from facebench.models.morphable_model import MorphableModel
 
 
@@ -37,7 +38,7 @@ def sample_faces(
 ) -> FaceSamples:
     """Draw ``n`` faces; a scale of 0 keeps that space at its mean (e.g. neutral expression)."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InvalidInputError(f"n must be >= 1, got {n}")
     rng = np.random.default_rng(seed)
     identity = (rng.standard_normal((n, model.n_identity)) * identity_scale).astype(np.float32)
     expression = (rng.standard_normal((n, model.n_expression)) * expression_scale).astype(np.float32)
@@ -58,9 +59,9 @@ def parse_coefficients(text: str | None, limit: int, what: str) -> np.ndarray | 
     try:
         values = np.array([float(v) for v in text.split(",") if v.strip()], np.float32)
     except ValueError:
-        raise ValueError(f"{what} coefficients must be comma-separated numbers, got {text!r}") from None
+        raise InvalidInputError(f"{what} coefficients must be comma-separated numbers, got {text!r}") from None
     if len(values) > limit:
-        raise ValueError(f"{what}: {len(values)} coefficients given but the model has {limit} modes")
+        raise InvalidInputError(f"{what}: {len(values)} coefficients given but the model has {limit} modes")
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{what} coefficients must be finite, got {text!r}")
+        raise InvalidInputError(f"{what} coefficients must be finite, got {text!r}")
     return values

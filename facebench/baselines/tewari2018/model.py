@@ -161,9 +161,11 @@ class MultiLevelConfig:
 
     def check(self, morphable_model) -> None:
         """FacebenchError (one line) when this config cannot be built on ``morphable_model``."""
-        for name in ("n_identity", "n_expression", "n_reflectance", "n_correctives"):
-            if getattr(self, name) < 0:
-                raise FacebenchError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("n_identity", "n_expression", "n_reflectance"):  # the base level needs each space
+            if getattr(self, name) < 1:
+                raise FacebenchError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_correctives < 0:
+            raise FacebenchError(f"n_correctives must be >= 0, got {self.n_correctives}")
         for name in ("corrective_hidden", "encoder_width"):
             if getattr(self, name) < 1:
                 raise FacebenchError(f"{name} must be >= 1, got {getattr(self, name)}")
