@@ -150,8 +150,9 @@ def train_regressor_command(**options) -> None:
         bar.close()
     if result.rank != 0:
         return
-    best = (f"best epoch {result.best_epoch} (val shape {result.best_shape_mm:.3f} mm)"
-            if result.best_epoch is not None else "no best epoch")
+    best = ("no best epoch" if result.best_epoch is None
+            else f"best epoch {result.best_epoch} (lowest training loss)" if result.best_shape_mm is None
+            else f"best epoch {result.best_epoch} (val shape {result.best_shape_mm:.3f} mm)")
     click.echo(f"trained {result.epochs_done} epochs in {result.seconds:.1f} s; {best}; run: {result.out}")
 
 

@@ -113,7 +113,8 @@ class TrainConfig:
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` did: the run folder, epochs done, per-epoch rows of ``log.csv``, the best
-    epoch and its validation shape error (mm), seconds of this call."""
+    epoch and its validation shape error (mm), seconds of this call. Without a validation set the
+    best epoch is the one of lowest training loss and ``best_shape_mm`` is None (no shape was measured)."""
 
     out: Path
     epochs_done: int
@@ -398,7 +399,8 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
                 on_epoch(row)
         dist.barrier()
     return TrainResult(out=out, epochs_done=max(first_epoch, config.epochs), history=history,
-                       best_epoch=best["epoch"], best_shape_mm=best["shape_mm"],
+                       best_epoch=best["epoch"],
+                       best_shape_mm=best["shape_mm"] if val_set is not None else None,
                        seconds=time.perf_counter() - started, world_size=dist.world_size, rank=dist.rank)
 
 
