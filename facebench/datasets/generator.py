@@ -32,9 +32,11 @@ them in the facebench dataset format (:mod:`facebench.datasets.dataset_file`). T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -664,7 +666,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(model, resolved: ResolvedSettings, device: str, threads: int) -> None:
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
 
     torch.set_num_threads(threads)
     _WORKER["context"] = _Context(model, resolved, device)
@@ -748,6 +754,7 @@ def generate(
         for plan in plans:
             if plan.path.exists():
                 raise InputFileError(plan.path, "exists already (use --overwrite to replace it)")
+    remove_stale_partials([p.path for p in plans])
     mirror_error = mirror_correspondence(model)[1] if resolved.symmetrize else None
     per = resolved.rows_per_sample
     rows = sum(p.n_samples for p in plans) * per
@@ -762,7 +769,7 @@ def generate(
     else:
         ctx = multiprocessing.get_context("spawn")
         init = (model, resolved, device, 1)
-        with ctx.Pool(workers, initializer=_worker_init, initargs=init) as pool:
+        with _pool_ignoring_ctrl_c(ctx, workers, init) as pool, _removing_partials_on_failure(pool, [p.path for p in plans]):
             if shards is not None and len(jobs) > 1:
                 for count in pool.imap_unordered(_worker_shard, [(p, a, overwrite, batch_size) for p, a in jobs]):
                     if progress is not None:
@@ -777,6 +784,59 @@ def generate(
                     _write_plan(context, plan, attrs, overwrite, batch_size, map_fn=pooled, progress=progress)
     return GenerationSummary([p.path for p, _ in jobs], rows, time.perf_counter() - start)
 
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(paths: list[Path]) -> list[Path]:
+    """Remove the hidden ``.NAME.PID.partial`` files that writers of ``paths`` left behind when their
+    process died (interrupted or killed); files of a process still running are kept. Returns the
+    removed paths."""
+    removed = []
+    for path in paths:
+        for partial in Path(path).parent.glob(f".{Path(path).name}.*.partial"):
+            pid = partial.name[len(Path(path).name) + 2:-len(".partial")]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                partial.unlink(missing_ok=True)
+                removed.append(partial)
+    return removed
+
+
+def _pool_ignoring_ctrl_c(ctx, workers: int, init: tuple):
+    """A process pool whose workers ignore SIGINT from their first instruction (the disposition is
+    inherited through ``spawn``'s exec, so a Ctrl-C during their start-up prints no traceback either);
+    the parent keeps its handler and stops them (:func:`_removing_partials_on_failure`)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return ctx.Pool(workers, initializer=_worker_init, initargs=init)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return ctx.Pool(workers, initializer=_worker_init, initargs=init)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _removing_partials_on_failure(pool, paths: list[Path]):
+    """On any failure or interrupt: stop the pool's workers, wait for them, then remove the partial
+    files they were writing (a worker killed mid-shard cannot clean up after itself)."""
+    try:
+        yield
+    except BaseException:
+        pool.terminate()
+        pool.join()
+        remove_stale_partials(paths)
+        raise
 
 
 def open_dataset(path: str | Path) -> FaceDataset:
