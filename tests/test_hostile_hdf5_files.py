@@ -205,3 +205,14 @@ def test_per_sample_members_checked_against_the_header_before_reading(world, tmp
         make(f, n)
     code, output = _run("datasets", "info", hostile)
     _assert_refused(code, output, hostile, (member,))
+
+
+def test_scan_faces_out_of_range_are_the_files_fault(tmp_path):
+    hostile = _scan_dataset(tmp_path / "scan-range.h5")
+    with h5py.File(hostile, "a") as f:
+        faces = f["scans/subject_2/faces"][()]
+        faces[0, 0] = 10_000
+        del f["scans/subject_2/faces"]
+        f["scans/subject_2/faces"] = faces
+    code, output = _run("datasets", "info", hostile)
+    _assert_refused(code, output, hostile, ("scans/subject_2/faces",))

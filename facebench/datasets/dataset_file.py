@@ -397,7 +397,12 @@ def read_scan(f: h5py.File, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
     vertices = checked_dataset(group, "vertices", kind="float", shape=(None, 3), max_elements=3 * MAX_SCAN_VERTICES,
                                path=path)
     faces = checked_dataset(group, "faces", kind="int", shape=(None, 3), max_elements=MAX_FACE_INDICES, path=path)
-    return vertices[()].astype(np.float64), faces[()].astype(np.int64)
+    v, f_ = vertices[()].astype(np.float64), faces[()].astype(np.int64)
+    if len(f_) and (f_.min() < 0 or f_.max() >= len(v)):
+        raise InputFileError(path, f"member 'scans/{sample_id}/faces' indexes vertices outside [0, {len(v)})")
+    if not np.all(np.isfinite(v)):
+        raise InputFileError(path, f"member 'scans/{sample_id}/vertices' holds NaN or Inf")
+    return v, f_
 
 
 def _decode(value) -> str:
