@@ -5,7 +5,7 @@ Generates ``--n`` samples at 224×224 with the default (procedural, 28,600-trian
 temporary folder with 1 and 2 worker processes, then times the render step alone (``render`` +
 reflectance ``interpolate`` of the same batch size, torch threads as set) and prints the ratio.
 
-    python perf/bench_generate.py [--n 64] [--batch-size 8] [--device cpu]
+    python perf/bench_generate.py [--n 64] [--batch-size 8] [--device cpu] [--workers 1 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of this process (1 worker renders here; the default of the policy)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     model = load("synthetic")
     settings = GeneratorSettings(n=args.n, size=224, seed=0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
