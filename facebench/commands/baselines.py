@@ -8,6 +8,7 @@ import click
 
 from facebench.commands.base import FacebenchGroup
 from facebench.commands.threads_option import threads_option
+from facebench.safe_hdf5 import open_hdf5
 
 
 @click.group(cls=FacebenchGroup)
@@ -41,7 +42,6 @@ def baselines() -> None:
 def fit_landmarks_command(dataset_path, out_path, n_identity, n_expression, w_identity, w_expression,
                           contour_weight, iterations, batch_size, device, threads, model_path) -> None:
     """Fit the dataset's 3DMM to each sample's 68 2D landmarks; write an HDF5 submission."""
-    import h5py
     import torch
     from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
@@ -59,7 +59,7 @@ def fit_landmarks_command(dataset_path, out_path, n_identity, n_expression, w_id
             device=device, model_path=model_path, progress=progress, w_identity=w_identity,
             w_expression=w_expression, contour_weight=contour_weight, iterations=iterations,
         )
-    with h5py.File(written, "r") as f:
+    with open_hdf5(written) as f:
         n, seconds = int(f["ids"].shape[0]), float(f.attrs["seconds"])
         mean_px, failed = float(f.attrs["mean_reprojection_px"]), int(f.attrs["failed_samples"])
     note = f", {failed} samples with < 4 usable landmarks" if failed else ""

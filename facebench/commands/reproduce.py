@@ -101,13 +101,13 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
 
 def _register_experiments() -> None:
     """Experiments living in their own modules (one concept per module)."""
+    from facebench.commands.reproduce_table3 import table3_command
     from facebench.commands.reproduce_tewari2018 import (
         ablation_command,
         corrective_spaces_command,
         correctives_command,
         reflectance_command,
     )
-    from facebench.commands.reproduce_table3 import table3_command
 
     for command in (table3_command, correctives_command, corrective_spaces_command, reflectance_command,
                     ablation_command):
