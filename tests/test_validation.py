@@ -376,3 +376,17 @@ def test_every_problem_is_reported_at_once(tmp_path, dataset, gt_fields):
 def test_unknown_topology_is_refused(tmp_path, dataset, gt_fields):
     with pytest.raises(ValueError, match="topology"):
         validate_submission(write_raw(tmp_path / "s.h5", gt_fields), dataset, topology="scan")
+
+
+def test_faces_joining_distant_vertices_are_not_a_surface(tmp_path, dataset, gt_fields):
+    """Random triangle indices make no surface (and would make the closest-point search grind):
+    refused under topology ``any``; the dataset's own faces pass."""
+    rng = np.random.default_rng(0)
+    n_vertices = gt_fields["vertices"].shape[1]
+    random_faces = rng.integers(0, n_vertices, (4 * n_vertices, 3)).astype(np.int32)
+    path = write_raw(tmp_path / "random.h5", {**gt_fields, "faces": random_faces})
+    report = validate_submission(path, dataset, topology="any")
+    assert "not-a-surface" in report.codes and not report.ok
+    assert report.problem("not-a-surface").ids == list(dataset.ids)
+    own = write_raw(tmp_path / "own.h5", {**gt_fields, "faces": np.asarray(dataset.faces, np.int32)})
+    assert "not-a-surface" not in validate_submission(own, dataset, topology="any").codes

@@ -21,10 +21,10 @@ from facebench.benchmark.submission_format import FORMAT, VERSION, dataset_verte
 from facebench.benchmark.validation_report import ValidationReport
 
 __all__ = ["MIN_EXTENT_MM", "MAX_EXTENT_MM", "QUATERNION_TOLERANCE", "DEGENERATE_AREA_MM2",
-           "DEGENERATE_ERROR_FRACTION", "SIZE_RATIO_WARNING", "TRANSLATION_RATIO_WARNING", "EXTENT_SAMPLES",
+           "DEGENERATE_ERROR_FRACTION", "LONG_EDGE_FRACTION", "SIZE_RATIO_WARNING", "TRANSLATION_RATIO_WARNING", "EXTENT_SAMPLES",
            "EXTENT_SCANS", "SIZE_FACTOR", "MIN_VERTEX_BUDGET", "EXTRA_ROWS", "MAX_ID_BYTES", "MAX_ATTRIBUTE_BYTES",
            "SizeBudget", "size_budget", "Expectations", "expectations", "ground_truth_extent", "IdCollector", "check_ids",
-           "check_header", "check_pose_presence", "check_poses", "degenerate_counts", "inspect_block",
+           "check_header", "check_pose_presence", "check_poses", "degenerate_counts", "median_edge_lengths", "inspect_block",
            "report_found"]
 
 #: Extent (largest bounding-box side, mm) below which a face is taken for metres.
@@ -37,6 +37,9 @@ QUATERNION_TOLERANCE = 1e-3
 DEGENERATE_AREA_MM2 = 1e-6
 #: Fraction of degenerate triangles in a sample above which they are an error (else a warning).
 DEGENERATE_ERROR_FRACTION = 0.01
+#: Median triangle edge / extent above which a mesh is not a surface (``not-a-surface``): a face
+#: mesh's edges are a few per cent of its extent even at 100 vertices; random faces give ~0.4.
+LONG_EDGE_FRACTION = 0.25
 #: Extent ratio prediction / ground truth beyond which ``size-mismatch`` is warned (and its inverse).
 SIZE_RATIO_WARNING = 2.0
 #: Median translation-norm ratio beyond which ``translation-scale`` is warned (and its inverse).
@@ -268,6 +271,13 @@ def degenerate_counts(coordinates: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.count_nonzero(cx * cx + cy * cy + cz * cz < limit, axis=1)
 
 
+def median_edge_lengths(coordinates: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Median length (mm) of each triangle's first edge per sample: ``coordinates (3,B,V)``,
+    ``faces (F,3)``; returns ``(B,)`` float64."""
+    e = coordinates[:, :, faces[:, 1]] - coordinates[:, :, faces[:, 0]]
+    return np.median(np.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]), axis=1).astype(np.float64)
+
+
 def inspect_block(block: np.ndarray, ids: list[str], faces: np.ndarray | None, expect: Expectations,
                    found: IdCollector) -> None:
     """Checks of ``block (B,V,3)`` coordinates (mm) of samples ``ids``, recorded into ``found``.
@@ -294,6 +304,10 @@ def inspect_block(block: np.ndarray, ids: list[str], faces: np.ndarray | None, e
         return
     if expect.topology == "any":
         counts = degenerate_counts(coordinates, faces)
+        edges = median_edge_lengths(coordinates, faces)
+        for i, e, x in zip(good, edges, extent):
+            if e > LONG_EDGE_FRACTION * x:
+                found.add("not-a-surface", ids[i], e / x)
     else:
         repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
         counts = np.full(len(good), np.count_nonzero(repeated))
@@ -325,6 +339,12 @@ def report_found(found: IdCollector, expect: Expectations, report: ValidationRep
         report.add("warning", "size-mismatch", f"{len(values)} sample(s) with an extent off the ground truth's "
                                                f"median {expect.extent_mm:.0f} mm by more than ×{SIZE_RATIO_WARNING:g} "
                                                f"(median {np.median(values):.3g} mm): centimetres?", ids["size-mismatch"])
+    if "not-a-surface" in ids:
+        values = np.asarray(found.values["not-a-surface"])
+        report.add("error", "not-a-surface", f"{len(values)} sample(s) whose triangles join distant vertices (median "
+                                             f"edge up to {values.max():.2g} of the face's extent, more than "
+                                             f"{LONG_EDGE_FRACTION:g}): the faces do not form a surface",
+                   ids["not-a-surface"])
     for code, severity in (("degenerate-faces-error", "error"), ("degenerate-faces", "warning")):
         if code in ids:
             worst = max(found.values[code])

@@ -39,6 +39,9 @@ Problem codes (E: error, W: warning):
 ``degenerate-faces``       W/E zero-area triangles (repeated index; with topology ``any`` also
                                area < 1e-6 mm², per sample): a warning up to 1 % of the faces of a
                                sample, an error above
+``not-a-surface``          E   topology ``any``: the median triangle edge is longer than a quarter
+                               of the sample's extent (faces joining distant vertices, e.g. random
+                               indices: no surface to measure distances to)
 ``landmark-count``         E   landmark indices / coordinates not in the dataset's landmark count
 ``landmark-out-of-range``  E   a landmark index < −1 or >= V (−1 means "undefined")
 ``non-finite-landmarks``   E   ±Inf landmark coordinates (NaN means "undefined" and is accepted)
