@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 from facebench.errors import FacebenchError
@@ -101,7 +102,15 @@ def resolve_threads(threads: int | str | None = None) -> int:
 def apply_threads(threads: int) -> int:
     """Use ``threads`` torch intra-op threads in this process (and as many inter-op threads
     when torch still allows it), and export ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` for spawned
-    worker processes. Returns ``threads``."""
+    worker processes. Returns ``threads``.
+
+    torch is not imported for this (1–2 s, more than scoring a few scans): when it is not loaded
+    yet, the exported variables give it ``threads`` intra-op threads when something imports it
+    (torch reads ``OMP_NUM_THREADS`` at import); its inter-op pool then keeps its default size,
+    which only graph-mode parallelism uses."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" not in sys.modules:
+        return threads
     import torch
 
     torch.set_num_threads(threads)
@@ -109,7 +118,6 @@ def apply_threads(threads: int) -> int:
         torch.set_num_interop_threads(threads)
     except RuntimeError:  # only possible before the first inter-op parallel work
         pass
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     return threads
 
 

@@ -82,3 +82,20 @@ def test_a_bad_threads_value_is_refused_before_work(tmp_path):
     assert result.exit_code == 2
     assert "--threads" in result.output
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_apply_before_torch_is_loaded_does_not_import_it_and_still_sets_its_threads():
+    """`score` on scans needs no torch: the option must not import it, yet torch imported later
+    (by a command that needs it) gets the chosen intra-op threads."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from facebench.threads import apply_threads\n"
+            "apply_threads(1)\n"
+            "assert 'torch' not in sys.modules\n"
+            "import torch\n"
+            "assert torch.get_num_threads() == 1, torch.get_num_threads()\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
