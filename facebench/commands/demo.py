@@ -22,7 +22,6 @@ def demo_command(out, count, size, seed) -> None:
     """Generate a synthetic test set, write three baseline submissions, score them under the
     synthetic and synthetic-scan protocols, and build the leaderboard (CSV, plots, HTML)."""
     from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.demo import run_demo
 
     bar = None
@@ -42,13 +41,14 @@ def demo_command(out, count, size, seed) -> None:
     summary = run_demo(out, n=count, size=size, seed=seed, step=step, progress=progress)
     if bar is not None:
         bar.close()
-    click.echo(f"\n{'method':<14}{'protocol':<16}{'shape mm':>10}{'rot deg':>9}{'trans cm':>10}{'reproj px':>11}")
+    width = max([len("method"), *(len(row["method"]) for row in summary.headline)]) + 2
+    click.echo(f"\n{'method':<{width}}{'protocol':<16}{'shape mm':>10}{'rot deg':>9}{'trans cm':>10}{'reproj px':>11}")
 
     def cell(value, width: int) -> str:
         return f"{value:>{width}.3f}" if isinstance(value, float) and math.isfinite(value) else f"{'-':>{width}}"
 
     for row in summary.headline:
-        click.echo(f"{row['method']:<14}{row['protocol']:<16}{cell(row.get('shape_mm_mean'), 10)}"
+        click.echo(f"{row['method']:<{width}}{row['protocol']:<16}{cell(row.get('shape_mm_mean'), 10)}"
                    f"{cell(row.get('rotation_deg_mean'), 9)}{cell(row.get('translation_cm_mean'), 10)}"
                    f"{cell(row.get('reprojection_px_mean'), 11)}")
     t = summary.timings_s
