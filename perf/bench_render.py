@@ -213,7 +213,7 @@ def main() -> None:
                 best = max(statistics.median(v) for k, v in medians.items() if k.startswith("torch"))
                 print(f"ratio torch (1 thread, facebench's default) / moderngl: {default / statistics.median(mgl):.2f}; "
                       f"best torch / moderngl: {best / statistics.median(mgl):.2f}")
-            print("load average after: {:.2f}".format(os.getloadavg()[0]))
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
             stop_load(procs)
     if torch.cuda.is_available():

@@ -3,7 +3,6 @@ the submitter, never swallowed as a per-sample failure)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

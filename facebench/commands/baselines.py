@@ -43,6 +43,7 @@ def fit_landmarks_command(dataset_path, out_path, n_identity, n_expression, w_id
                           contour_weight, iterations, batch_size, device, threads, model_path) -> None:
     """Fit the dataset's 3DMM to each sample's 68 2D landmarks; write an HDF5 submission."""
     import torch
+
     from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     if threads:

@@ -56,9 +56,8 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views, losses,
                    seed, seeds, device, threads, checkpoint, overwrite) -> None:
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
-    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.baselines.ramon2019.table2 import ReproduceSettings, reproduce_table2
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     settings = ReproduceSettings(out=out, quick=quick, data=data, train=train_n, size=size, epochs=epochs,
                                  encoder=encoder, batch=batch, lr=lr, trials=trials, hpo_epochs=hpo_epochs,

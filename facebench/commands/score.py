@@ -38,11 +38,10 @@ def score_command(ctx, dataset, submission, protocol_name, method, out, board, w
         from facebench.errors import FacebenchError
 
         raise FacebenchError(f"{out}: results folder exists and is not empty; pass --overwrite to replace it")
-    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.benchmark.protocols import get_protocol
     from facebench.benchmark.scoring import score, write_results
     from facebench.benchmark.validation_report import InvalidSubmission
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     protocol = get_protocol(protocol_name)
     with tqdm(desc=f"scoring ({protocol.id})", unit="sample", disable=None, leave=False) as bar:

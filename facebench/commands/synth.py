@@ -85,9 +85,8 @@ def synth_generate(n, out, model_name, model_path, landmark_mapping, model_setti
                    symmetrize, background, identities, split, shard, shards, workers, batch_size, device, overwrite,
                    preset, world, camera, span_identity_dims, span_expression_dims, span_reflectance_dims):
     """Render N samples of a face model into a facebench dataset file."""
-    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.commands.models import _load_model
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
     from facebench.datasets.generator import GeneratorSettings, generate
 
     settings = GeneratorSettings(

@@ -119,9 +119,8 @@ def train_command() -> None:
 def train_regressor_command(**options) -> None:
     """Train Ramon et al. 2019's regressor with one of the five losses (baselines/ramon2019.md);
     distributed (DDP) under torchrun. Every option is the TrainConfig field of its name."""
-    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.baselines.ramon2019.training import TrainConfig, train
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
     from facebench.threads import loader_workers
 
     config = TrainConfig(**{**options, "device": _auto_device(options["device"]),
@@ -198,9 +197,8 @@ def train_regressor_command(**options) -> None:
 def train_multilevel_command(**options) -> None:
     """Train Tewari et al. 2018's self-supervised multi-level face model (baselines/tewari2018.md):
     stage 1 the base level, stage 2 everything."""
-    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
-
     from facebench.baselines.tewari2018.training import train_multilevel
+    from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
     config = multilevel_config(options)
     bar = None

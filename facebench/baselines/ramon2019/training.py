@@ -324,9 +324,8 @@ def train(
 def _train(config, model, device, dist: Distributed, on_step, on_epoch, started) -> TrainResult:
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from facebench.datasets.dataset_file import TorchFaceDataset
-
     from facebench.baselines.determinism import deterministic_torch, loader_kwargs, restore_wall_clock
+    from facebench.datasets.dataset_file import TorchFaceDataset
 
     deterministic_torch()  # bit-exact reruns for a seed, thread count and device (baselines/determinism.py)
     model, train_set, val_set, checkpoint = check_config(config, model=model, world_size=dist.world_size)
