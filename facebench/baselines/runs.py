@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from facebench.atomic import atomic_path
-from facebench.errors import InputFileError
+from facebench.errors import FacebenchError, InputFileError
 
-__all__ = ["open_run_folder", "read_checkpoint", "checkpoint_format", "save_checkpoint", "open_training_sets",
+__all__ = ["open_run_folder", "check_prediction_outputs", "dataset_model", "read_checkpoint", "checkpoint_format", "save_checkpoint", "open_training_sets",
            "model_for_dataset", "check_model", "write_log", "mean_translation"]
 
 
@@ -108,10 +108,7 @@ def open_training_sets(dataset: str | Path, val: str | Path | None, model=None):
     if len(train_set) < 1:
         raise InputFileError(train_set.path, "dataset has no samples")
     val_set = FaceDataset(val) if val is not None else None
-    if model is None:
-        model = model_for_dataset(train_set)
-    else:
-        check_model(train_set, model)
+    model = dataset_model(train_set, model)
     if val_set is not None:
         check_model(val_set, model)
     return model, train_set, val_set
@@ -159,3 +156,21 @@ def mean_translation(train_set) -> np.ndarray:
         total += np.asarray(train_set.read("t", start, min(n, start + 4096)), np.float64).sum(axis=0)
     return total / n
 
+
+def dataset_model(dataset, model=None):
+    """``model`` checked against ``dataset`` (:func:`check_model`), or, when None, the face model
+    the dataset was made with (:func:`model_for_dataset`)."""
+    if model is None:
+        return model_for_dataset(dataset)
+    check_model(dataset, model)
+    return model
+
+
+def check_prediction_outputs(outputs, *, overwrite: bool, batch_size: int) -> None:
+    """Before a prediction: each of ``outputs`` (paths, None skipped) may exist only with
+    ``overwrite``, and ``batch_size`` must be >= 1. InputFileError / FacebenchError (one line)."""
+    for path in outputs:
+        if path is not None and Path(path).exists() and not overwrite:
+            raise InputFileError(path, "exists already (use --overwrite to replace it)")
+    if batch_size < 1:
+        raise FacebenchError(f"--batch must be >= 1, got {batch_size}")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facebench.baselines.runs import check_model, model_for_dataset, read_checkpoint
+from facebench.baselines.runs import check_prediction_outputs, dataset_model, read_checkpoint
 from facebench.baselines.scan_images import scan_dataset_images
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
@@ -239,20 +239,14 @@ def predict(checkpoint: str | Path, dataset: str | Path, out: str | Path, *, dev
     from facebench.datasets.dataset_file import FaceDataset
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputFileError(out, "exists already (use --overwrite to replace it)")
-    if batch_size < 1:
-        raise FacebenchError(f"--batch must be >= 1, got {batch_size}")
+    check_prediction_outputs([out], overwrite=overwrite, batch_size=batch_size)
     device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     reader = FaceDataset(dataset)
     if reader.is_scan_dataset:
         return _predict_scans(ckpt, checkpoint, reader, out, device=device, batch_size=batch_size, method=method,
                               model=model, model_path=model_path)
-    if model is None:
-        model = model_for_dataset(reader)
-    else:
-        check_model(reader, model)
+    model = dataset_model(reader, model)
     regressor = regressor_from_checkpoint(ckpt, model, path=checkpoint).to(device)
     _check_image_size(reader, regressor)
     ids = reader.ids

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from facebench.baselines.runs import check_model, checkpoint_format, model_for_dataset, read_checkpoint
+from facebench.baselines.runs import check_prediction_outputs, checkpoint_format, dataset_model, read_checkpoint
 from facebench.baselines.scan_images import scan_dataset_images
 from facebench.baselines.tewari2018.data import TrainingImages, check_images
 from facebench.device import resolve_device
-from facebench.errors import FacebenchError, InputFileError
+from facebench.errors import FacebenchError
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_multilevel_checkpoint", "is_multilevel_checkpoint",
            "model_from_checkpoint", "iterate_reconstructions", "predict_multilevel"]
@@ -109,21 +109,14 @@ def predict_multilevel(checkpoint: str | Path, dataset: str | Path, out: str | P
     from facebench.datasets.dataset_file import FaceDataset
 
     out = Path(out)
-    for path in (out, codes):
-        if path is not None and Path(path).exists() and not overwrite:
-            raise InputFileError(path, "exists already (use --overwrite to replace it)")
-    if batch_size < 1:
-        raise FacebenchError(f"--batch must be >= 1, got {batch_size}")
+    check_prediction_outputs([out, codes], overwrite=overwrite, batch_size=batch_size)
     device = resolve_device(device)
     ckpt = load_multilevel_checkpoint(checkpoint)
     reader = FaceDataset(dataset)
     if reader.is_scan_dataset:
         return {"submission": _predict_scans(ckpt, checkpoint, reader, out, device=device, batch_size=batch_size,
                                              method=method, model=model, model_path=model_path)}
-    if model is None:
-        model = model_for_dataset(reader)
-    else:
-        check_model(reader, model)
+    model = dataset_model(reader, model)
     net = model_from_checkpoint(ckpt, model, path=checkpoint).to(device)
     check_images(reader, net.config.image_size)
     ids = reader.ids
