@@ -169,7 +169,12 @@ def test_scan_nose_tip_finds_the_models_nose_tip(model):
 
 
 # ---------------------------------------------------------------------------- ≈ 0 under each preset
-@pytest.mark.parametrize("preset", ["micc-ramon2019", "micc-95mm", "facewarehouse-ramon2019"])
+#: The version each name resolves to (current presets and the previous, uncropped Table 3 version).
+VERSION_OF = {"micc-ramon2019": "1.2", "micc-95mm": "1.1", "facewarehouse-ramon2019": "1.2",
+              "micc-ramon2019@1.1": "1.1", "facewarehouse-ramon2019@1.1": "1.1"}
+
+
+@pytest.mark.parametrize("preset", list(VERSION_OF))
 def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewarehouse, model, faces_of, tmp_path):
     dataset = facewarehouse if preset.startswith("facewarehouse") else micc
     ds = FaceDataset(dataset)
@@ -180,7 +185,9 @@ def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewareho
     assert table["scored"].all(), table["error"].tolist()
     assert table["shape_mm"].max() < 0.05 and table["rmse_mm"].max() < 0.05
     summary = result.summary
-    assert summary["protocol"]["version"] == "1.1" and summary["protocol_id"] == f"{preset}@1.1"
+    name = preset.split("@")[0]
+    assert summary["protocol"]["version"] == VERSION_OF[preset]
+    assert summary["protocol_id"] == f"{name}@{VERSION_OF[preset]}"
     assert summary["dataset"]["kind"] == ds.kind
     assert summary["dataset"]["mm_per_unit"] == (10.0 if ds.kind == "facewarehouse" else 1.0)
     assert summary["dataset"]["landmark_names"] == ds.landmark_names
@@ -191,10 +198,10 @@ def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewareho
     assert "mean_vertices" not in pv and "mean_per_vertex" not in pv
     sizes = np.diff(pv["offsets"])
     scan_sizes = [len(ds.scan(i)[0]) for i in range(n)]
-    if preset == "micc-95mm":
-        assert all(0 < k < s for k, s in zip(sizes, scan_sizes))
-    else:
+    if VERSION_OF[preset] == "1.1" and preset != "micc-95mm":  # Table 3's 1.1: every scan vertex counts
         assert sizes.tolist() == scan_sizes
+    else:  # a face-region crop: the back of the procedural head is dropped
+        assert all(0 < k < s for k, s in zip(sizes, scan_sizes))
     assert pv["distances"].max() < 0.5
 
 
@@ -212,11 +219,205 @@ def test_95mm_crop_keeps_the_scan_vertices_within_95mm_of_the_nose_tip(micc, mod
         assert 0 < len(expected) < len(vertices)  # the crop removes the back of the head
 
 
+# ---------------------------------------------------------------------------- Table 3's face region (1.2)
+def _grid(fn, nu: int, nv: int):
+    """A triangulated ``nu x nv`` grid surface ``fn(u, v)`` for u, v in [0, 1]: ``(vertices, faces)``."""
+    u, v = np.meshgrid(np.linspace(0.0, 1.0, nu), np.linspace(0.0, 1.0, nv), indexing="ij")
+    vertices = fn(u.ravel(), v.ravel())
+    idx = np.arange(nu * nv).reshape(nu, nv)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    return vertices, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]).astype(np.int64)
+
+
+def _join(parts):
+    """One mesh from several ``(vertices, faces)`` components."""
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts])
+    return (np.concatenate([v for v, _ in parts]),
+            np.concatenate([f + o for (_, f), o in zip(parts, offsets)]))
+
+
+def _full_head(x, faces):
+    """The procedural head ``x`` (the face model's surface) plus what a real head scan adds: a hair
+    layer 12 mm over the scalp (head vertices above y = 70 mm pushed out along their normals), the
+    back of the head (a half ellipsoid behind the model's open back at z = -14 mm), a neck (cylinder
+    of radius 45 mm from y = -150 to -250 mm) and shoulders (a plate at y = -250 mm). Returns the
+    scan ``(vertices, faces)``; its first ``len(x)`` vertices are the head's."""
+    scalp = np.flatnonzero(x[:, 1] > 70.0)
+    remap = np.full(len(x), -1)
+    remap[scalp] = np.arange(len(scalp))
+    hair_faces = remap[faces]
+    hair = (x[scalp] + 12.0 * vertex_normals(x, faces)[scalp], hair_faces[(hair_faces >= 0).all(axis=1)])
+    back = _grid(lambda u, v: np.stack([80.0 * np.cos(np.pi * u), 10.0 + 110.0 * np.sin(np.pi * (v - 0.5)),
+                                        -14.0 - 90.0 * np.sin(np.pi * u) * np.cos(np.pi * (v - 0.5))], 1), 30, 30)
+    neck = _grid(lambda u, v: np.stack([45.0 * np.cos(2 * np.pi * u), -150.0 - 100.0 * v,
+                                        15.0 + 45.0 * np.sin(2 * np.pi * u)], 1), 40, 20)
+    shoulders = _grid(lambda u, v: np.stack([-200.0 + 400.0 * u, np.full_like(u, -250.0), -80.0 + 160.0 * v], 1),
+                      40, 16)
+    return _join([(x, faces), hair, back, neck, shoulders])
+
+
+@pytest.fixture(scope="module")
+def full_heads(tmp_path_factory, model, faces_of):
+    """Full-head scans of two procedural identities as a MICC file (the head subdivided once: the
+    scan denser than any prediction) and as a FaceWarehouse file (one template topology, mm_per_unit
+    10), and the face-only prediction: the face model's vertices within 105 mm of its mean's nose tip
+    (a fixed face mask, as a face model has), the rest of the model and everything added dropped."""
+    faces = np.asarray(model.faces, np.int64)
+    mean = np.asarray(model.mean, np.float64)
+    mask = np.linalg.norm(mean - mean[model.named_landmarks["nose_tip"]], axis=1) <= 105.0
+    remap = np.full(len(mean), -1)
+    remap[mask] = np.arange(mask.sum())
+    pred_faces = remap[faces]
+    pred_faces = pred_faces[(pred_faces >= 0).all(axis=1)]
+    root = tmp_path_factory.mktemp("fullhead")
+    li_micc, li_fw = landmark_indices_for(model, "micc4"), landmark_indices_for(model, "facewarehouse6")
+    micc_scans, fw_scans = [], []
+    for i, x in enumerate(faces_of[:2]):
+        head = _subdivide(x, faces)  # original vertices keep their indices
+        vertices, scan_faces = _full_head(head[0], head[1])
+        micc_scans.append((f"subject_{i + 1}", vertices, scan_faces, li_micc))
+        vertices, scan_faces = _full_head(x, faces)
+        fw_scans.append((f"Tester_{i + 1}", vertices, scan_faces, li_fw))
+    return {
+        "micc": _write_scans(root / "micc.h5", "micc", MICC4, micc_scans),
+        "facewarehouse": _write_scans(root / "fw.h5", "facewarehouse", FW6, fw_scans,
+                                      shared_landmark_indices=li_fw, mm_per_unit=10.0),
+        "head_vertices": [len(_subdivide(x, faces)[0]) for x in faces_of[:2]],
+        "fw_head_vertices": len(faces_of[0]),
+        "pred": [x[mask] for x in faces_of[:2]], "pred_faces": pred_faces,
+        "pred_landmarks": {k: remap[landmark_indices_for(model, k)] for k in ("micc4", "facewarehouse6")},
+        "landmarks": {k: [x[landmark_indices_for(model, k)] for x in faces_of[:2]] for k in ("micc4", "facewarehouse6")},
+    }
+
+
+@pytest.mark.parametrize("kind", ["micc", "facewarehouse"])
+def test_a_face_only_prediction_of_a_full_head_scan_scores_zero_in_the_face_region(kind, full_heads, tmp_path):
+    """Issue 13: Table 3's 1.1 counts hair, neck, shoulders and the back of the head at full
+    distance, so even a perfect face-only prediction scores tens of mm; 1.2 keeps the scan vertices
+    within 95 mm of the scan's nose tip, which a face model covers: ≈ 0."""
+    ds = FaceDataset(full_heads[kind])
+    # the landmarks as coordinates: FaceWarehouse's ear tragus points lie outside the face mask
+    rng = np.random.default_rng(5)
+    moved, landmarks = [], []
+    for x, lm in zip(full_heads["pred"], full_heads["landmarks"][ds.attrs["landmark_set"]]):
+        s, R, t = _random_similarity(rng)
+        moved.append(s * x @ R.T + t)
+        landmarks.append(s * lm @ R.T + t)
+    sub = write_submission(tmp_path / "face.h5", ds.ids, np.stack(moved), method="face-only",
+                           faces=full_heads["pred_faces"], landmarks=np.stack(landmarks))
+    name = f"{kind}-ramon2019"
+    new = score(full_heads[kind], sub, get_protocol(name))
+    old = score(full_heads[kind], sub, get_protocol(f"{name}@1.1"))
+    assert new.summary["protocol_id"] == f"{name}@1.2" and old.summary["protocol_id"] == f"{name}@1.1"
+    assert new.per_sample["scored"].all() and old.per_sample["scored"].all()
+    assert new.per_sample["shape_mm"].max() < 0.05, new.per_sample["shape_mm"].tolist()
+    assert old.per_sample["shape_mm"].min() > 5.0, old.per_sample["shape_mm"].tolist()  # measured ≈ 28 mm
+    pv = new.per_vertex
+    heads = full_heads["head_vertices"] if kind == "micc" else [full_heads["fw_head_vertices"]] * 2
+    for i in range(len(ds)):
+        vertices, _ = ds.scan(i)
+        tip = scan_nose_tip(vertices, ds.scan_landmarks(i))
+        kept = np.sort(pv["vertex_indices"][pv["offsets"][i]:pv["offsets"][i + 1]])
+        np.testing.assert_array_equal(kept, crop_sphere(vertices, tip, 95.0))
+        # what the crop removes: everything added to the head, and the head's own top and sides
+        assert kept.max() < heads[i] and np.linalg.norm(vertices[heads[i]:] - tip, axis=1).min() > 95.0
+        assert 0.3 * heads[i] < len(kept) < 0.9 * heads[i]
+    assert np.diff(old.per_vertex["offsets"]).tolist() == [len(ds.scan(i)[0]) for i in range(len(ds))]
+
+
+def _tent_scan():
+    """A hand-built face: a flat 10 mm grid (x, y in [-150, 150], z = 0) whose vertex (0, 0) is
+    raised to z = 20 mm (the nose tip), and a flat back plate at z = -100 mm (so the face looks
+    along +z, away from the centroid). MICC landmarks on the front grid: lacrimals (∓20, 30), nose
+    base (0, -10), lips (0, -40). Returns ``(vertices, faces, landmark_indices, tip_index)``."""
+    n = 31
+    front = _grid(lambda u, v: np.stack([300.0 * u - 150.0, 300.0 * v - 150.0, np.zeros_like(u)], 1), n, n)
+    back = _grid(lambda u, v: np.stack([300.0 * u - 150.0, 300.0 * v - 150.0, np.full_like(u, -100.0)], 1), n, n)
+    vertices, faces = _join([front, (back[0], back[1][:, ::-1])])
+
+    def at(x, y):
+        return (round(x / 10) + 15) * n + round(y / 10) + 15
+
+    tip = at(0, 0)
+    vertices[tip, 2] = 20.0
+    return vertices, faces, np.array([at(-20, 30), at(20, 30), at(0, -10), at(0, -40)]), tip
+
+
+def test_the_face_region_crop_on_a_hand_built_face(tmp_path):
+    """Centre: the raised grid vertex (0, 0, 20), the most frontal one near the nose base. Radius
+    95 mm: of the front grid at z = 0 the points with x² + y² ≤ 95² − 20² = 8625 mm² stay; counted
+    by hand per column x = 0, ±10, …, ±90: 19 + 2 (19 + 19 + 17 + 17 + 15 + 15 + 13 + 9 + 5) = 277
+    (the tip included); the back plate (≥ 120 mm away) and the rest of the grid go."""
+    vertices, faces, li, tip = _tent_scan()
+    np.testing.assert_array_equal(scan_nose_tip(vertices, vertices[li]), [0.0, 0.0, 20.0])
+    path = _write_scans(tmp_path / "tent.h5", "micc", MICC4, [("subject_1", vertices, faces, li)])
+    rng = np.random.default_rng(2)
+    s, R, t = _random_similarity(rng)
+    moved = s * vertices @ R.T + t
+    sub = write_submission(tmp_path / "tent_sub.h5", ["subject_1"], moved[None], method="tent", faces=faces,
+                           landmark_indices=li)
+    new = score(path, sub, get_protocol("micc-ramon2019"))
+    kept = new.per_vertex["vertex_indices"]
+    assert len(kept) == 277 and tip in kept
+    assert np.abs(vertices[kept, 2]).max() <= 20.0  # no back-plate vertex
+    assert new.per_sample["shape_mm"].max() < 1e-6
+    old = score(path, sub, get_protocol("micc-ramon2019@1.1"))
+    assert len(old.per_vertex["vertex_indices"]) == len(vertices) == 2 * 31 * 31
+
+
+#: sha256 of ``json.dumps(protocol.to_dict(), sort_keys=True)`` of the versions that must never
+#: change (recorded before version 1.2 was added): their scores stay comparable with old summaries.
+FROZEN = {
+    "micc-ramon2019@1.1": "b8ba31b1e9a89e67", "micc-ramon2019@1.0": "f9784bf828e68b73",
+    "facewarehouse-ramon2019@1.1": "4c2e8bbc6452e277", "facewarehouse-ramon2019@1.0": "411307c1203ee2e1",
+    "micc-95mm@1.1": "42377846cc1e9fd1", "synthetic-scan@1.1": "4af791abf78dff73",
+}
+
+
+def test_previous_versions_are_frozen_and_1_2_changes_only_the_crop():
+    import hashlib
+
+    from facebench.benchmark.protocols import FACE_REGION_RADIUS_MM, VERSIONS, Protocol
+
+    for key, digest in FROZEN.items():
+        text = json.dumps(VERSIONS[key].to_dict(), sort_keys=True).encode()
+        assert hashlib.sha256(text).hexdigest()[:16] == digest, key
+    for name in ("micc-ramon2019", "facewarehouse-ramon2019"):
+        new, old = get_protocol(name), get_protocol(f"{name}@1.1")
+        assert new is get_protocol(f"{name}@1.2") and new.version == "1.2"
+        changed = {k for k, v in new.to_dict().items() if old.to_dict()[k] != v}
+        assert changed == {"version", "description", "crop_center", "crop_radius_mm"}
+        assert new.crop_center == "scan_nose_tip" and new.crop_radius_mm == FACE_REGION_RADIUS_MM == 95.0
+        assert Protocol.from_dict(new.to_dict()) == new
+
+
+def test_the_previous_version_is_scoreable_from_the_cli(full_heads, tmp_path):
+    from facebench.cli import main
+
+    ds = FaceDataset(full_heads["micc"])
+    assert (full_heads["pred_landmarks"]["micc4"] >= 0).all()  # the face mask keeps MICC's landmark vertices
+    sub = write_submission(tmp_path / "face.h5", ds.ids, np.stack(full_heads["pred"]), method="face-only",
+                           faces=full_heads["pred_faces"], landmark_indices=full_heads["pred_landmarks"]["micc4"])
+    result = CliRunner().invoke(main, ["score", "--dataset", str(full_heads["micc"]), "--submission", str(sub),
+                                       "--protocol", "micc-ramon2019@1.1", "--out", str(tmp_path / "old")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "old" / "summary.json").read_text())
+    assert summary["protocol_id"] == "micc-ramon2019@1.1" and summary["protocol"]["crop_radius_mm"] is None
+    assert summary["metrics"]["shape_mm"]["mean"] > 5.0
+
+
 # ---------------------------------------------------------------------------- errors that must show
-def test_a_2mm_bump_scores_2mm_where_it_is(micc, model, faces_of, tmp_path):
+#: Tolerance on the bump's 2 mm per version: least-squares ICP leans toward the bump, more so when
+#: the crop leaves fewer scan points around it (medians at its centre on the three scans, measured:
+#: 1.89-1.93 mm under 1.1; 1.74-1.76 mm under 1.2's 95 mm face region, ~60 % of the procedural head).
+BUMP_TOLERANCE = {"micc-ramon2019@1.1": 0.15, "micc-ramon2019": 0.3}
+
+
+@pytest.mark.parametrize("preset", list(BUMP_TOLERANCE))
+def test_a_2mm_bump_scores_2mm_where_it_is(preset, micc, model, faces_of, tmp_path):
     """A plateau 2 mm out along the normals at the right brow (a local bump that a similarity
     cannot absorb): scan vertices under the plateau are ~2 mm away, those far from it ~0. Plain
-    least-squares ICP leans a little toward the bump (1.92 mm measured at its centre)."""
+    least-squares ICP leans a little toward the bump (:data:`BUMP_TOLERANCE`)."""
     faces = np.asarray(model.faces, np.int64)
     centre_index = model.landmark_indices[17]  # iBUG 18: right brow, outer end
     surfaces, plateau = [], []
@@ -227,7 +428,7 @@ def test_a_2mm_bump_scores_2mm_where_it_is(micc, model, faces_of, tmp_path):
         plateau.append(x[centre_index])
     ds = FaceDataset(micc)
     sub = _moved_submission(tmp_path / "bump.h5", ds.ids, surfaces, model, "micc4")
-    result = score(micc, sub, get_protocol("micc-ramon2019"))
+    result = score(micc, sub, get_protocol(preset))
     pv = result.per_vertex
     for i in range(len(ds)):
         vertices, _ = ds.scan(i)
@@ -236,7 +437,7 @@ def test_a_2mm_bump_scores_2mm_where_it_is(micc, model, faces_of, tmp_path):
         to_centre = np.linalg.norm(vertices[idx] - plateau[i], axis=1)
         inside, far = dist[to_centre < 6.0], dist[to_centre > 35.0]
         assert len(inside) >= 5
-        assert np.median(inside) == pytest.approx(2.0, abs=0.15), i
+        assert np.median(inside) == pytest.approx(2.0, abs=BUMP_TOLERANCE[preset]), i
         assert np.median(far) < 0.1, i
     assert 0.01 < result.summary["metrics"]["shape_mm"]["mean"] < 0.3
 
@@ -309,7 +510,7 @@ def test_results_files_and_leaderboard_without_heat_map(micc, model, faces_of, t
                                   "--protocol", "micc-ramon2019", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["protocol_id"] == "micc-ramon2019@1.1" and summary["n_scored"] == 3
+    assert summary["protocol_id"] == "micc-ramon2019@1.2" and summary["n_scored"] == 3
     with np.load(out / "per_vertex.npz", allow_pickle=False) as data:
         assert "mean_vertices" not in data.files and data["offsets"][-1] == len(data["distances"])
     board = tmp_path / "board"

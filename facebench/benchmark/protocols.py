@@ -14,7 +14,7 @@ Presets:
 - ``synthetic-scan`` — the same ground truth treated as a scan: similarity from the 68 iBUG
   landmarks (Umeyama, no reflection), point-to-plane ICP with scale refinement, distance from every
   ground-truth vertex to the predicted surface. Tests the scan machinery with exact ground truth.
-- ``micc-ramon2019``, ``facewarehouse-ramon2019``, ``micc-95mm`` (version 1.1) —
+- ``micc-ramon2019``, ``facewarehouse-ramon2019`` (version 1.2), ``micc-95mm`` (version 1.1) —
   re-implementations of the papers' descriptions for real data, scored on files written by
   ``facebench datasets prepare micc|facewarehouse`` (per-sample scans of their own topology; see
   :mod:`facebench.datasets.scan_dataset`). Each parameter and its source (the paper's text, the
@@ -30,6 +30,10 @@ above replaces 1.0's final open3d ICP step on the predicted vertices and vertex 
 0.01–0.02 mm on an exact copy of a scan denser than the prediction) by exact point-to-plane steps on
 the predicted triangles (``icp_final="exact"``), and stops a sample whose landmark fit is a
 reflection or implausible after the landmark fit (``stop_implausible``; every version warns).
+Version 1.2 of the two Table 3 presets (``micc-ramon2019``, ``facewarehouse-ramon2019``) scores
+the face region only: the scan vertices within :data:`FACE_REGION_RADIUS_MM` of the scan's nose
+tip (1.1 counted every scan vertex, hair, neck and back of the head included, at full distance,
+which no face-only prediction can bring near the paper's 2.2–2.9 mm); 1.1 stays scoreable.
 """
 
 from __future__ import annotations
@@ -198,7 +202,8 @@ _REAL_ICP = dict(topology="scan", alignment="similarity", icp="point_to_plane", 
                  icp_max_iterations=50, icp_tolerance=1e-5, icp_max_correspondence_mm=10.0, icp_max_points=5000,
                  distance_direction="gt_to_pred", pose_metrics=False)
 
-MICC_RAMON2019 = Protocol(
+#: ``micc-ramon2019@1.1``: no crop (every scan vertex counts); scoreable, no longer the default.
+MICC_RAMON2019_1_1 = Protocol(
     name="micc-ramon2019",
     version="1.1",
     description=(
@@ -213,7 +218,8 @@ MICC_RAMON2019 = Protocol(
     **_REAL_ICP,
 )
 
-FACEWAREHOUSE_RAMON2019 = Protocol(
+#: ``facewarehouse-ramon2019@1.1``: no crop (every template vertex counts); scoreable, no longer the default.
+FACEWAREHOUSE_RAMON2019_1_1 = Protocol(
     name="facewarehouse-ramon2019",
     version="1.1",
     description=(
@@ -227,6 +233,39 @@ FACEWAREHOUSE_RAMON2019 = Protocol(
     dataset_kind="facewarehouse",
     landmarks="facewarehouse6",
     **_REAL_ICP,
+)
+
+#: The face region of the Table 3 presets from version 1.2 (``benchmark/micc-ramon2019.md``, "Face
+#: region"): the scan vertices within this radius (mm) of the nose tip found on the scan
+#: (:func:`facebench.benchmark.crop.scan_nose_tip`), the crop of the MICC evaluations of Tran et al.
+#: 2017, Genova et al. 2018 and Deng et al. 2019 (``micc-95mm``).
+FACE_REGION_RADIUS_MM = 95.0
+_FACE_REGION = dict(crop_center="scan_nose_tip", crop_radius_mm=FACE_REGION_RADIUS_MM, crop_search_mm=30.0)
+
+MICC_RAMON2019 = dataclasses.replace(
+    MICC_RAMON2019_1_1,
+    version="1.2",
+    description=(
+        "MICC Florence, Indoor-Cooperative video, the most frontal frame listed by Ramon et al.; the face region: "
+        "the scan vertices within 95 mm of the scan's nose tip (the most frontal scan vertex near the annotated "
+        "nose base); similarity (Umeyama, no reflection) from the 4 annotated scan vertices (right/left eye "
+        "lacrimal, nose base, lips central), point-to-plane ICP with scale, then the mean distance from every kept "
+        "scan vertex to the predicted surface, mean over subjects (benchmark/micc-ramon2019.md)."
+    ),
+    **_FACE_REGION,
+)
+
+FACEWAREHOUSE_RAMON2019 = dataclasses.replace(
+    FACEWAREHOUSE_RAMON2019_1_1,
+    version="1.2",
+    description=(
+        "FaceWarehouse neutral expression (pose_0); the face region: the template vertices within 95 mm (after the "
+        "dataset-wide mm factor, attribute mm_per_unit) of the template's nose tip (the most frontal vertex near "
+        "the nose-base landmark); similarity (Umeyama, no reflection) from the 6 template vertices of Ramon et "
+        "al., point-to-plane ICP with scale, mean distance from every kept template vertex to the predicted "
+        "surface, mean over testers (benchmark/facewarehouse-ramon2019.md)."
+    ),
+    **_FACE_REGION,
 )
 
 MICC_95MM = Protocol(
@@ -284,17 +323,21 @@ NOW_METRICAL = Protocol(
     **_NOW,
 )
 
-_CURRENT_SCAN = (SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM)
+#: The scan presets' version 1.1 (the base of their version 1.0).
+_SCAN_1_1 = (SYNTHETIC_SCAN, MICC_RAMON2019_1_1, FACEWAREHOUSE_RAMON2019_1_1, MICC_95MM)
 
 PRESETS: dict[str, Protocol] = {
-    p.name: p for p in (SYNTHETIC, *_CURRENT_SCAN, NOW, NOW_METRICAL)
+    p.name: p for p in (SYNTHETIC, SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM, NOW,
+                        NOW_METRICAL)
 }
-#: Every scoreable version, ``{"name@version": protocol}``: the current presets and the scan
-#: presets' version 1.0 (final open3d ICP step on vertex normals, no early stop).
+#: Every scoreable version, ``{"name@version": protocol}``: the current presets, the Table 3
+#: presets' version 1.1 (no crop) and the scan presets' version 1.0 (1.1 with the final open3d ICP
+#: step on vertex normals and no early stop).
 VERSIONS: dict[str, Protocol] = {
     **{p.id: p for p in PRESETS.values()},
+    **{p.id: p for p in _SCAN_1_1},
     **{f"{p.name}@1.0": dataclasses.replace(p, version="1.0", icp_final="open3d", stop_implausible=False)
-       for p in _CURRENT_SCAN},
+       for p in _SCAN_1_1},
 }
 
 
