@@ -96,14 +96,16 @@ def score(
         chunk_size: samples per vectorized step (corresponding topology); small chunks keep the
             arrays in cache and are fastest (16: 3.7 s for 2,000 samples here, 256: 8.2 s).
         progress: optional ``callback(done, total)``.
-        workers: processes on this machine (corresponding topology; > 1: the chunks are scored in
-            parallel by :mod:`facebench.benchmark.parallel_scoring`, with the same bytes as one process).
-        dask_address: score the chunks on the workers of this dask.distributed scheduler instead
+        workers: processes on this machine (> 1: the chunks, or under a scan protocol the samples,
+            are scored in parallel by :mod:`facebench.benchmark.parallel_scoring`, with the same
+            bytes as one process; each worker runs one thread).
+        dask_address: score them on the workers of this dask.distributed scheduler instead
             (they must see the same dataset and submission paths).
 
     Raises:
         InvalidSubmission: the submission failed validation (``error.report`` has every problem).
         FacebenchError: the dataset does not suit the protocol.
+        ScoringWorkerLost: a worker process died (parallel scoring; nothing is returned).
     """
     from facebench.benchmark.submission import load_submission
 
@@ -111,9 +113,6 @@ def score(
     t0 = time.perf_counter()
     dataset = FaceDataset(dataset_path)
     _check_dataset(dataset, protocol)
-    if (workers > 1 or dask_address) and protocol.topology != "corresponding":
-        raise FacebenchError(f"protocol {protocol.name} aligns one scan at a time: parallel scoring (workers, dask) "
-                             "covers corresponding-topology protocols only so far; score with one worker")
     topology = "dataset" if protocol.topology == "corresponding" else "any"
     with load_submission(submission_path, dataset, topology=topology) as submission:
         timings["validate"] = time.perf_counter() - t0
@@ -125,7 +124,8 @@ def score(
             values, per_vertex, errors = _evaluate_corresponding(dataset, submission, protocol, chunk_size, progress,
                                                                  workers, dask_address)
         else:
-            values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress, warnings)
+            values, per_vertex, errors = _evaluate_scan(dataset, submission, protocol, progress, warnings, workers,
+                                                        dask_address)
         timings["evaluate"] = time.perf_counter() - t1
         submission_info = {
             "path": str(submission_path),
@@ -210,19 +210,16 @@ def _scan_params(protocol: Protocol):
     )
 
 
-class _ScanUnreadable(Exception):
-    """A sample's ground-truth scan is missing or unreadable in the dataset file: that sample fails."""
-
-
 def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progress: Progress | None,
-                   warnings: dict[int, str] | None = None):
-    """Align and measure one sample at a time. Ground truth: ``dataset.scan(i)`` (the sample's own
-    scan for MICC/FaceWarehouse files, the vertices with the shared faces for synthetic ones) and
-    ``dataset.scan_landmarks(i)`` in the protocol's landmark order. Per-vertex results: ragged
-    ``offsets``/``vertex_indices``/``distances`` on each scan's own vertices; the mean per-vertex
-    error on the mean face only when every sample shares one topology (synthetic files)."""
-    from facebench.benchmark.align import align_and_measure
-    from facebench.benchmark.similarity import AlignmentError
+                   warnings: dict[int, str] | None = None, workers: int = 1, dask_address: str | None = None):
+    """Align and measure one sample at a time (:func:`facebench.benchmark.parallel_scoring.evaluate_scan_sample`;
+    with ``workers`` > 1 or ``dask_address``, in other processes, added here in sample order: the
+    same bytes). Ground truth: ``dataset.scan(i)`` (the sample's own scan for MICC/FaceWarehouse
+    files, the vertices with the shared faces for synthetic ones) and ``dataset.scan_landmarks(i)``
+    in the protocol's landmark order. Per-vertex results: ragged ``offsets``/``vertex_indices``/
+    ``distances`` on each scan's own vertices; the mean per-vertex error on the mean face only when
+    every sample shares one topology (synthetic files)."""
+    from facebench.benchmark.parallel_scoring import accumulate_scan, evaluate_scan_sample, parallel_scan_samples
 
     params = _scan_params(protocol)
     n = len(dataset)
@@ -232,36 +229,16 @@ def _evaluate_scan(dataset: FaceDataset, submission, protocol: Protocol, progres
     errors: dict[int, str] = {}
     sum_per_vertex, count = np.zeros(V), np.zeros(V, np.int64)
     offsets, vertex_indices, distances = [0], [], []
-    for i, sample in enumerate(submission.samples()):
-        kept = 0
-        if sample.vertices is not None:
-            try:
-                try:
-                    gt, gt_faces = dataset.scan(i)
-                    gt_landmarks = dataset.scan_landmarks(i)
-                except (KeyError, OSError) as error:  # a scan group missing or unreadable in the file
-                    raise _ScanUnreadable(f"ground-truth scan unreadable ({type(error).__name__}: {error})") from None
-                if sample.landmarks is None:
-                    raise AlignmentError("the submission gives no landmarks for this prediction")
-                result = align_and_measure(sample.vertices, sample.faces, sample.landmarks, gt, gt_faces,
-                                           gt_landmarks, params)
-            except (AlignmentError, _ScanUnreadable) as error:  # only these: a bug is an internal error, exit 1
-                errors[i] = str(error)
-            else:
-                if result.warning and warnings is not None:
-                    warnings[i] = result.warning
-                values["shape_mm"][i] = result.mean_mm
-                values["median_mm"][i] = result.median_mm
-                values["rmse_mm"][i] = result.rmse_mm
-                if result.gt_distances is not None:
-                    if shared:
-                        sum_per_vertex[result.gt_indices] += result.gt_distances
-                        count[result.gt_indices] += 1
-                    vertex_indices.append(result.gt_indices.astype(np.int32))
-                    distances.append(result.gt_distances.astype(np.float32))
-                    kept = len(result.gt_indices)
+    if workers > 1 or dask_address:
+        pieces = parallel_scan_samples(dataset.path, submission.path, n, params, workers=workers,
+                                       dask_address=dask_address)
+    else:
+        pieces = (evaluate_scan_sample(dataset, sample, i, params) for i, sample in enumerate(submission.samples()))
+    for piece in pieces:
+        kept = accumulate_scan(piece, values, errors, warnings, sum_per_vertex if shared else None,
+                               count if shared else None, vertex_indices, distances)
         offsets.append(offsets[-1] + kept)
-        _report(progress, i + 1, n)
+        _report(progress, piece.index + 1, n)
     per_vertex = _per_vertex_common(dataset, sum_per_vertex, count) if shared else {}
     per_vertex["ids"] = np.array(dataset.ids, dtype=np.str_)
     per_vertex["offsets"] = np.asarray(offsets, np.int64)
