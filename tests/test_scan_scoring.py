@@ -169,12 +169,11 @@ def test_scan_nose_tip_finds_the_models_nose_tip(model):
 
 
 # ---------------------------------------------------------------------------- ≈ 0 under each preset
-#: The version each name resolves to (current presets and the previous, uncropped Table 3 version).
-VERSION_OF = {"micc-ramon2019": "1.2", "micc-95mm": "1.1", "facewarehouse-ramon2019": "1.2",
-              "micc-ramon2019@1.1": "1.1", "facewarehouse-ramon2019@1.1": "1.1"}
+#: The current presets and the previous, uncropped version of Table 3's (1.1).
+SCORED = ["micc-ramon2019", "micc-95mm", "facewarehouse-ramon2019", "micc-ramon2019@1.1", "facewarehouse-ramon2019@1.1"]
 
 
-@pytest.mark.parametrize("preset", list(VERSION_OF))
+@pytest.mark.parametrize("preset", SCORED)
 def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewarehouse, model, faces_of, tmp_path):
     dataset = facewarehouse if preset.startswith("facewarehouse") else micc
     ds = FaceDataset(dataset)
@@ -185,9 +184,9 @@ def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewareho
     assert table["scored"].all(), table["error"].tolist()
     assert table["shape_mm"].max() < 0.05 and table["rmse_mm"].max() < 0.05
     summary = result.summary
-    name = preset.split("@")[0]
-    assert summary["protocol"]["version"] == VERSION_OF[preset]
-    assert summary["protocol_id"] == f"{name}@{VERSION_OF[preset]}"
+    protocol = get_protocol(preset)
+    assert summary["protocol"]["version"] == protocol.version and summary["protocol_id"] == protocol.id
+    assert protocol.version == "1.1" if "@" in preset else protocol is get_protocol(protocol.name)
     assert summary["dataset"]["kind"] == ds.kind
     assert summary["dataset"]["mm_per_unit"] == (10.0 if ds.kind == "facewarehouse" else 1.0)
     assert summary["dataset"]["landmark_names"] == ds.landmark_names
@@ -198,8 +197,8 @@ def test_the_scan_under_a_random_similarity_scores_zero(preset, micc, facewareho
     assert "mean_vertices" not in pv and "mean_per_vertex" not in pv
     sizes = np.diff(pv["offsets"])
     scan_sizes = [len(ds.scan(i)[0]) for i in range(n)]
-    if VERSION_OF[preset] == "1.1" and preset != "micc-95mm":  # Table 3's 1.1: every scan vertex counts
-        assert sizes.tolist() == scan_sizes
+    if protocol.crop_radius_mm is None:  # Table 3's 1.1: every scan vertex counts
+        assert "@" in preset and sizes.tolist() == scan_sizes
     else:  # a face-region crop: the back of the procedural head is dropped
         assert all(0 < k < s for k, s in zip(sizes, scan_sizes))
     assert pv["distances"].max() < 0.5
@@ -308,7 +307,8 @@ def test_a_face_only_prediction_of_a_full_head_scan_scores_zero_in_the_face_regi
     name = f"{kind}-ramon2019"
     new = score(full_heads[kind], sub, get_protocol(name))
     old = score(full_heads[kind], sub, get_protocol(f"{name}@1.1"))
-    assert new.summary["protocol_id"] == f"{name}@1.2" and old.summary["protocol_id"] == f"{name}@1.1"
+    assert new.summary["protocol_id"] == get_protocol(name).id and old.summary["protocol_id"] == f"{name}@1.1"
+    assert new.summary["protocol"]["crop_radius_mm"] == 95.0
     assert new.per_sample["scored"].all() and old.per_sample["scored"].all()
     assert new.per_sample["shape_mm"].max() < 0.05, new.per_sample["shape_mm"].tolist()
     assert old.per_sample["shape_mm"].min() > 5.0, old.per_sample["shape_mm"].tolist()  # measured ≈ 28 mm
@@ -383,12 +383,13 @@ def test_previous_versions_are_frozen_and_1_2_changes_only_the_crop():
         text = json.dumps(VERSIONS[key].to_dict(), sort_keys=True).encode()
         assert hashlib.sha256(text).hexdigest()[:16] == digest, key
     for name in ("micc-ramon2019", "facewarehouse-ramon2019"):
-        new, old = get_protocol(name), get_protocol(f"{name}@1.1")
-        assert new is get_protocol(f"{name}@1.2") and new.version == "1.2"
+        new, old = get_protocol(f"{name}@1.2"), get_protocol(f"{name}@1.1")
         changed = {k for k, v in new.to_dict().items() if old.to_dict()[k] != v}
         assert changed == {"version", "description", "crop_center", "crop_radius_mm"}
         assert new.crop_center == "scan_nose_tip" and new.crop_radius_mm == FACE_REGION_RADIUS_MM == 95.0
         assert Protocol.from_dict(new.to_dict()) == new
+        current = get_protocol(name)  # the default: 1.2 or a later version that keeps its face region
+        assert tuple(map(int, current.version.split("."))) >= (1, 2) and (current.crop_center, current.crop_radius_mm) == ("scan_nose_tip", 95.0)
 
 
 def test_the_previous_version_is_scoreable_from_the_cli(full_heads, tmp_path):
@@ -510,7 +511,8 @@ def test_results_files_and_leaderboard_without_heat_map(micc, model, faces_of, t
                                   "--protocol", "micc-ramon2019", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["protocol_id"] == "micc-ramon2019@1.2" and summary["n_scored"] == 3
+    assert summary["protocol_id"] == get_protocol("micc-ramon2019").id and summary["n_scored"] == 3
+    assert summary["protocol"]["crop_radius_mm"] == 95.0
     with np.load(out / "per_vertex.npz", allow_pickle=False) as data:
         assert "mean_vertices" not in data.files and data["offsets"][-1] == len(data["distances"])
     board = tmp_path / "board"

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 import facebench.models as fm
-from facebench.baselines.ramon2019.table3 import find_entries, reproduce_table3, table3_columns
+from facebench.baselines.ramon2019.table3 import find_entries, reproduce_table3, table3_columns, table3_protocols
 from facebench.baselines.ramon2019.training import TrainConfig, train
 from facebench.baselines.scan_images import scan_dataset_images
 from facebench.benchmark.landmark_sets import landmark_indices_for
@@ -97,13 +97,19 @@ def test_cli_writes_table_plot_results_and_submissions(world, tmp_path):
     result = _cli(["--micc", str(world["micc"]), "--facewarehouse", str(world["facewarehouse"]),
                    "--runs", str(world["runs"]), "--run", f"oracle={world['oracle']}", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "[1/2] gal" in result.output and "score micc-ramon2019" in result.output
+    ids = table3_protocols()  # the current versions: Table 3's presets score the face region (1.2 on)
+    assert ids["micc"].startswith("micc-ramon2019@") and ids["micc"] != "micc-ramon2019@1.1"
+    assert "[1/2] gal" in result.output and f"score {ids['micc']}" in result.output
+    # the output says which versions scored the table, and what region they count
+    assert (f"Table 3 scored under: micc = {ids['micc']} (face region: scan vertices within 95 mm of the "
+            f"scan's nose tip); facewarehouse = {ids['facewarehouse']} (face region") in result.output
     table = pd.read_csv(out / "table3.csv")
     assert list(table.columns) == table3_columns(extra=True)
     assert table["method"].tolist() == ["gal", "oracle", "mean-shape"]  # then the reference row
     gal = table.set_index("method").loc["gal"]
     assert gal["loss"] == "gal" and gal["kind"] == "run"
-    for key in ("micc", "facewarehouse", "micc95"):
+    for key, protocol_id in ids.items():
+        assert gal[f"{key}_protocol"] == protocol_id
         assert np.isfinite(gal[f"{key}_mm"]) and gal[f"{key}_mm"] > 0
         assert gal[f"{key}_ci_low_mm"] <= gal[f"{key}_mm"] <= gal[f"{key}_ci_high_mm"]
         assert gal[f"{key}_n_scored"] == 2 and gal[f"{key}_completion"] == 1.0
@@ -116,8 +122,10 @@ def test_cli_writes_table_plot_results_and_submissions(world, tmp_path):
         assert mean[f"{key}_mm"] > 0.1 and mean[f"{key}_completion"] == 1.0
     assert (out / "table3.png").stat().st_size > 1000
     summary = json.loads((out / "results" / "gal" / "facewarehouse-ramon2019" / "summary.json").read_text())
-    assert summary["dataset"]["mm_per_unit"] == 10.0 and summary["protocol_id"] == "facewarehouse-ramon2019@1.1"
-    assert json.loads((out / "summary.json").read_text())["datasets"]["facewarehouse"]["mm_per_unit"] == 10.0
+    assert summary["dataset"]["mm_per_unit"] == 10.0 and summary["protocol_id"] == ids["facewarehouse"]
+    top = json.loads((out / "summary.json").read_text())
+    assert top["datasets"]["facewarehouse"]["mm_per_unit"] == 10.0
+    assert top["protocols"] == ids
     with h5py.File(out / "submissions" / "gal_micc.h5", "r") as f:
         assert f["landmark_indices"].shape == (4,) and "faces" in f and "q" not in f
         assert f.attrs["image_conversion"].startswith("sRGB 48x48 -> linear RGB 32x32")
@@ -218,3 +226,29 @@ def test_seeds_read_each_seeds_runs(world, tmp_path):
     bad = _cli(["--micc", str(world["micc"]), "--runs", str(world["runs"]), "--seeds", "2", "--out",
                 str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "seed0" in bad.output and "Traceback" not in bad.output
+
+
+def test_previous_protocol_version_scores_the_whole_scan(world, tmp_path):
+    """--protocol-version 1.1: Table 3's presets without the face-region crop (every scan vertex);
+    micc-95mm keeps its own version. On these scans (whole procedural heads) the mean face scores
+    1.195 mm under 1.1 and 1.098 mm under 1.2 (measured): the version changes which vertices count."""
+    out_new, out_old = tmp_path / "new", tmp_path / "old"
+    args = ["--micc", str(world["micc"]), "--run", f"oracle={world['oracle']}", "--run",
+            f"gal={world['runs'] / 'gal'}"]
+    assert _cli([*args, "--out", str(out_new)]).exit_code == 0
+    result = _cli([*args, "--protocol-version", "1.1", "--out", str(out_old)])
+    assert result.exit_code == 0, result.output
+    assert "micc = micc-ramon2019@1.1 (whole scan, no crop)" in result.output
+    assert f"micc95 = {table3_protocols()['micc95']} (face region" in result.output
+    old = pd.read_csv(out_old / "table3.csv").set_index("method")
+    new = pd.read_csv(out_new / "table3.csv").set_index("method")
+    assert (old["micc_protocol"] == "micc-ramon2019@1.1").all()
+    assert (new["micc_protocol"] == table3_protocols()["micc"]).all()
+    assert old.loc["oracle", "micc_mm"] < 0.05 and new.loc["oracle", "micc_mm"] < 0.05  # the scans themselves
+    assert old.loc["mean-shape", "micc95_mm"] == pytest.approx(new.loc["mean-shape", "micc95_mm"], rel=1e-9)
+    assert abs(old.loc["mean-shape", "micc_mm"] - new.loc["mean-shape", "micc_mm"]) > 0.05
+    summary = json.loads((out_old / "results" / "gal" / "micc-ramon2019" / "summary.json").read_text())
+    assert summary["protocol_id"] == "micc-ramon2019@1.1" and summary["protocol"]["crop_radius_mm"] is None
+    bad = _cli([*args, "--protocol-version", "9.9", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "unknown protocol version 'micc-ramon2019@9.9'" in bad.output
+    assert "Traceback" not in bad.output and not (tmp_path / "bad").exists()

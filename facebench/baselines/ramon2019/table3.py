@@ -12,7 +12,9 @@ folders written by ``facebench train regressor|multilevel`` (``config.json`` and
    the run's face model via :mod:`facebench.benchmark.landmark_sets`); a given submission is used
    as is, on the datasets whose ids it holds;
 2. ``results/NAME/PROTOCOL/``: ``summary.json``, ``per_sample.csv``, ``per_vertex.npz`` under
-   ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3) and, unless ``extra=False``,
+   ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3; their current version, 1.2: the
+   face region, scan vertices within 95 mm of the scan's nose tip; ``protocol_version="1.1"``
+   scores the whole scan as before, see :func:`table3_protocols`) and, unless ``extra=False``,
    ``micc-95mm`` (the common variant, an extra column: it costs one more alignment per scan);
 3. the reference row ``mean-shape`` (kind ``reference``): the face model's mean for every scan
    (:func:`facebench.benchmark.templates.write_template` with ``model``; the model of the first
@@ -23,8 +25,8 @@ folders written by ``facebench train regressor|multilevel`` (``config.json`` and
 4. ``table3.csv`` (:func:`table3_columns`): one row per entry (method, loss, source), then the
    reference row, and per
    protocol the headline error in mm (mean over samples of the per-sample mean distance; RMSE for
-   ``micc-95mm``), its bootstrap 95 % CI, the std, samples scored and completion; a cell whose
-   scoring failed is empty and ``error`` says why;
+   ``micc-95mm``), its bootstrap 95 % CI, the std, samples scored, completion and the protocol's
+   ``name@version``; a cell whose scoring failed is empty and ``error`` says why;
 5. ``table3.png``: bars per entry and protocol with the 95 % CIs; ``summary.json``: settings,
    datasets (sha256, ``mm_per_unit``), entries, errors, wall time.
 
@@ -56,7 +58,8 @@ from facebench.atomic import atomic_path
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["TABLE3_PROTOCOLS", "Entry", "Table3Result", "find_entries", "parse_run_option", "table3_columns",
-           "reproduce_table3", "reproduce_table3_seeds", "plot_table3", "MEAN_SHAPE"]
+           "table3_protocols", "protocol_note", "reproduce_table3", "reproduce_table3_seeds", "plot_table3",
+           "MEAN_SHAPE"]
 
 #: The name of the reference row.
 MEAN_SHAPE = "mean-shape"
@@ -67,8 +70,11 @@ TABLE3_PROTOCOLS: tuple[tuple[str, str, str], ...] = (
     ("facewarehouse", "facewarehouse", "facewarehouse-ramon2019"),
     ("micc95", "micc", "micc-95mm"),
 )
-#: Per-protocol columns of ``table3.csv`` (prefixed by the key and ``_``).
-CELL_COLUMNS = ("mm", "ci_low_mm", "ci_high_mm", "std_mm", "n_scored", "n_expected", "completion")
+#: Per-protocol columns of ``table3.csv`` (prefixed by the key and ``_``); ``protocol`` is the
+#: ``name@version`` the cell was scored under.
+CELL_COLUMNS = ("mm", "ci_low_mm", "ci_high_mm", "std_mm", "n_scored", "n_expected", "completion", "protocol")
+#: The presets of Table 3 proper (``protocol_version`` applies to these, not to ``micc-95mm``).
+RAMON_PRESETS = ("micc-ramon2019", "facewarehouse-ramon2019")
 _LOSS_ORDER = ("coarse", "xqt", "gal", "srl", "mrl")
 
 Progress = Callable[[str], None]
@@ -83,6 +89,34 @@ class Entry:
     kind: str
     path: Path
     loss: str = ""
+
+
+def table3_protocols(protocol_version: str | None = None) -> dict[str, str]:
+    """``{column key: protocol id}`` (``name@version``) of the table: the current version of every
+    preset (``micc-ramon2019`` and ``facewarehouse-ramon2019`` at 1.2, the face region), or with
+    ``protocol_version`` (e.g. ``"1.1"``, the whole scan) that version of the two Table 3 presets;
+    ``micc-95mm`` stays at its current version. FacebenchError for a version that does not exist."""
+    from facebench.benchmark.protocols import get_protocol
+
+    ids = {}
+    for key, _, name in TABLE3_PROTOCOLS:
+        wanted = f"{name}@{protocol_version}" if protocol_version and name in RAMON_PRESETS else name
+        ids[key] = get_protocol(wanted).id
+    return ids
+
+
+def protocol_note(protocol_id: str) -> str:
+    """One line for people: ``name@version`` and the scan region it scores."""
+    from facebench.benchmark.protocols import get_protocol
+
+    protocol = get_protocol(protocol_id)
+    if protocol.crop_radius_mm is None and protocol.crop_rule is None:
+        region = "whole scan, no crop"
+    elif protocol.crop_center == "scan_nose_tip":
+        region = f"face region: scan vertices within {protocol.crop_radius_mm:g} mm of the scan's nose tip"
+    else:
+        region = "cropped scan"
+    return f"{protocol.id} ({region})"
 
 
 def table3_columns(extra: bool = True) -> list[str]:
@@ -187,6 +221,7 @@ class Table3Result:
     files: dict[str, Path]
     errors: dict[str, str]
     seconds: float
+    protocols: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _safe(name: str) -> str:
@@ -196,7 +231,7 @@ def _safe(name: str) -> str:
 def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | Path | None = None,
                      facewarehouse: str | Path | None = None, extra: bool = True, device: str = "cpu",
                      batch_size: int = 16, model_path: str | Path | None = None,
-                     progress: Progress | None = None) -> Table3Result:
+                     progress: Progress | None = None, protocol_version: str | None = None) -> Table3Result:
     """Predict, score and tabulate (module docstring).
 
     Args:
@@ -204,6 +239,8 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
         entries: from :func:`find_entries`.
         micc, facewarehouse: prepared scan datasets (at least one).
         extra: also score ``micc-95mm``.
+        protocol_version: version of ``micc-ramon2019`` / ``facewarehouse-ramon2019``
+            (:func:`table3_protocols`); None: the current one (1.2, the face region).
         device, batch_size: prediction settings. model_path: the runs' face model file, for
             models read from a file (the procedural model needs none).
         progress: ``progress(message)`` before each step.
@@ -229,8 +266,11 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
         raise FacebenchError("give --micc and/or --facewarehouse (prepared scan datasets)")
     if not entries:
         raise FacebenchError("nothing to score: no run or submission given")
-    protocols = [(key, role, name) for key, role, name in TABLE3_PROTOCOLS
+    ids = table3_protocols(protocol_version)
+    protocols = [(key, role, ids[key]) for key, role, _ in TABLE3_PROTOCOLS
                  if role in datasets and (extra or key != "micc95")]
+    for key, _, protocol_id in protocols:
+        say(f"protocol {key}: {protocol_note(protocol_id)}")
     out.mkdir(parents=True, exist_ok=True)
     rows, errors = [], {}
     for number, entry in enumerate(entries, 1):
@@ -244,8 +284,8 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
                 continue
             say(f"  score {protocol_name}")
             try:
-                cell = _score_cell(datasets[role], sub, protocol_name, out / "results" / _safe(entry.name) / protocol_name,
-                                   entry.name)
+                cell = _score_cell(datasets[role], sub, protocol_name,
+                                   out / "results" / _safe(entry.name) / _folder(protocol_name), entry.name)
             except FacebenchError as error:
                 notes.append(f"{protocol_name}: {error}")
                 continue
@@ -262,21 +302,30 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
     files = {"table3": out / "table3.csv", "plot": out / "table3.png", "summary": out / "summary.json"}
     with atomic_path(files["table3"]) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    plot_table3(table, files["plot"], keys=[key for key, _, _ in protocols])
+    plot_table3(table, files["plot"], keys=[key for key, _, _ in protocols],
+                protocols={key: protocol_id for key, _, protocol_id in protocols})
     seconds = time.perf_counter() - started
     summary = {
         "format": "facebench-table3", "version": 1, "facebench_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "datasets": {role: _dataset_info(ds) for role, ds in datasets.items()},
-        "protocols": {key: name for key, _, name in protocols},
+        "protocols": {key: protocol_id for key, _, protocol_id in protocols},
+        "protocol_notes": {key: protocol_note(protocol_id) for key, _, protocol_id in protocols},
         "entries": [dict(dataclasses.asdict(e), path=str(e.path)) for e in entries],
         "settings": {"extra": extra, "device": str(device), "batch_size": batch_size,
+                     "protocol_version": protocol_version,
                      "model_path": None if model_path is None else str(model_path)},
         "errors": errors, "seconds": seconds,
     }
     with atomic_path(files["summary"]) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds)
+    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds,
+                        protocols={key: protocol_id for key, _, protocol_id in protocols})
+
+
+def _folder(protocol_id: str) -> str:
+    """The results folder of a protocol: its name (one version per table)."""
+    return protocol_id.split("@")[0]
 
 
 def _reference_model(entries: Sequence[Entry], model_path):
@@ -308,7 +357,7 @@ def _mean_shape_row(entries, datasets: dict, protocols, out: Path, model_path, s
                 submission.parent.mkdir(parents=True, exist_ok=True)
                 write_template(datasets[role], "mean", submission, model=model)
             cell = _score_cell(datasets[role], submission, protocol_name,
-                               out / "results" / MEAN_SHAPE / protocol_name, MEAN_SHAPE)
+                               out / "results" / MEAN_SHAPE / _folder(protocol_name), MEAN_SHAPE)
         except FacebenchError as error:
             notes.append(f"{protocol_name}: {error}")
             continue
@@ -337,7 +386,8 @@ def reproduce_table3_seeds(out: str | Path, runs: str | Path, seeds: Sequence[in
         say(f"seed {seed}: runs of {folder}")
         results.append(reproduce_table3(seed_folder(out, seed), find_entries(folder, checkpoint=checkpoint),
                                         progress=say, **options))
-    protocols = [(key, name) for key, _, name in TABLE3_PROTOCOLS
+    ids = table3_protocols(options.get("protocol_version"))
+    protocols = [(key, ids[key]) for key, _, _ in TABLE3_PROTOCOLS
                  if any(f"{key}_mm" in r.table.columns and r.table[f"{key}_mm"].notna().any() for r in results)]
     metrics = [f"{key}_{c}" for key, _ in protocols for c in ("mm", "n_scored")]
     names = [str(v) for v in results[0].table["method"]]
@@ -347,10 +397,10 @@ def reproduce_table3_seeds(out: str | Path, runs: str | Path, seeds: Sequence[in
         for r in results:
             seed_frames = {}
             for name in names:
-                folder = r.out / "results" / _safe(name) / protocol_name
+                folder = r.out / "results" / _safe(name) / _folder(protocol_name)
                 if (folder / "per_sample.csv").is_file():
                     frame = pd.read_csv(folder / "per_sample.csv", dtype={"id": str})
-                    headline = "rmse_mm" if protocol_name == "micc-95mm" else "shape_mm"
+                    headline = "rmse_mm" if _folder(protocol_name) == "micc-95mm" else "shape_mm"
                     seed_frames[name] = frame.rename(columns={headline: f"{key}_mm"})
             frames.append(seed_frames)
         frames_by_key[key] = frames
@@ -366,13 +416,14 @@ def reproduce_table3_seeds(out: str | Path, runs: str | Path, seeds: Sequence[in
     files["table3"], files["verdicts"] = write_csv(table, out / "table3.csv"), write_csv(verdicts, out / "verdicts.csv")
     seconds = time.perf_counter() - started
     summary = {"format": "facebench-table3-seeds", "version": 1, "seeds": list(seeds), "seconds": seconds,
+               "protocols": dict(protocols), "protocol_notes": {k: protocol_note(v) for k, v in protocols},
                "table": table.to_dict(orient="records"), "verdicts": verdicts.to_dict(orient="records"),
                "per_seed": {str(seed): str(r.out) for r, seed in zip(results, seeds)}}
     files["summary"] = out / "summary.json"
     with atomic_path(files["summary"]) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     errors = {f"seed{seed} {k}": v for r, seed in zip(results, seeds) for k, v in r.errors.items()}
-    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds)
+    return Table3Result(table=table, out=out, files=files, errors=errors, seconds=seconds, protocols=dict(protocols))
 
 
 def _dataset_info(dataset) -> dict[str, Any]:
@@ -428,22 +479,25 @@ def _score_cell(dataset, submission: Path, protocol_name: str, results_dir: Path
     described = summary["metrics"][metric]
     return {"mm": described["mean"], "ci_low_mm": described.get("ci95_low"), "ci_high_mm": described.get("ci95_high"),
             "std_mm": described.get("std"), "n_scored": summary["n_scored"], "n_expected": summary["n_expected"],
-            "completion": summary["completion"]}
+            "completion": summary["completion"], "protocol": summary["protocol_id"]}
 
 
 # ---------------------------------------------------------------------------- plot
-_LABELS = {"micc": "MICC (micc-ramon2019)", "facewarehouse": "FaceWarehouse (facewarehouse-ramon2019)",
-           "micc95": "MICC 95 mm RMSE (micc-95mm)"}
+_LABELS = {"micc": "MICC mean", "facewarehouse": "FaceWarehouse mean", "micc95": "MICC RMSE"}
 
 
-def plot_table3(table: pd.DataFrame, out_path: str | Path, *, keys: Sequence[str]) -> Path:
-    """Grouped bars: one group per row (method), one bar per protocol key, 95 % CI error bars; PNG,
-    written atomically. Method names are shortened and ``$`` escaped (untrusted text)."""
+def plot_table3(table: pd.DataFrame, out_path: str | Path, *, keys: Sequence[str],
+                protocols: dict[str, str] | None = None) -> Path:
+    """Grouped bars: one group per row (method), one bar per protocol key (labelled with the
+    protocol's ``name@version`` from ``protocols``, default the current ones), 95 % CI error bars;
+    PNG, written atomically. Method names are shortened and ``$`` escaped (untrusted text)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from facebench.benchmark.protocols import get_protocol
     from facebench.leaderboard.plots import plot_label
 
+    protocols = {**table3_protocols(), **(protocols or {})}
     n = max(len(table), 1)
     fig = Figure(figsize=(max(4.5, 1.1 * n * max(len(keys), 1) + 1.5), 3.6), dpi=110, facecolor="white")
     FigureCanvasAgg(fig)
@@ -456,11 +510,13 @@ def plot_table3(table: pd.DataFrame, out_path: str | Path, *, keys: Sequence[str
         high = pd.to_numeric(table.get(f"{key}_ci_high_mm"), errors="coerce").to_numpy(dtype=float)
         err = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
         ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=np.maximum(err, 0),
-               capsize=3, label=_LABELS.get(key, key))
+               capsize=3, label=f"{_LABELS.get(key, key)} ({protocols.get(key, key)})")
     ax.set_xticks(x)
     ax.set_xticklabels([plot_label(m, 24) for m in table["method"]], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("shape 3D error (mm), 95% CI")
-    ax.set_title("Ramon et al. 2019, Table 3 (re-implemented protocols)", fontsize=10)
+    cropped = any(get_protocol(protocols[k]).crop_radius_mm is not None for k in keys if k != "micc95")
+    region = "face region, 95 mm around the scan's nose tip" if cropped else "whole scans"
+    ax.set_title(f"Ramon et al. 2019, Table 3 (re-implemented protocols; {region})", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     out_path = Path(out_path)
