@@ -14,7 +14,7 @@ from facebench.benchmark.landmark_sets import landmark_indices_for
 from facebench.benchmark.metrics import pooled_distance_stats
 from facebench.benchmark.protocols import PRESETS, Protocol, get_protocol
 from facebench.benchmark.scoring import _scan_params
-from facebench.benchmark.similarity import AlignmentError, Similarity
+from facebench.benchmark.similarity import AlignmentError, Similarity, landmark_similarity
 
 ASYMMETRIC = {"smile_asymmetry": 2.5, "eye_close_right": 2.0, "mouth_left_right": 2.0, "jaw_sideways": 2.0,
               "brow_raise_asymmetry": 2.5}
@@ -91,16 +91,39 @@ def test_pooled_statistics_weigh_every_distance_like_now():
 
 def test_now_presets_and_versions():
     now, metrical = get_protocol("now"), get_protocol("now-metrical")
-    assert now.id == "now@1.0" and metrical.id == "now-metrical@1.0"
+    assert now.id == "now@1.1" and metrical.id == "now-metrical@1.1"
+    assert now.icp_final == metrical.icp_final == "feature" and get_protocol("now@1.0").icp_final == "exact"
     assert now.alignment == "similarity" and metrical.alignment == "rigid" and not metrical.icp_scale
     assert now.icp_max_points is None and now.icp_max_correspondence_mm is None and now.crop_rule == "now"
     assert now.landmarks == "now7" and now.aggregation == "now_pooled"
     # changed presets moved to 1.1; 1.0 stays scoreable with its old final ICP step
     old = get_protocol("micc-95mm@1.0")
-    assert old.icp_final == "open3d" and not old.stop_implausible and get_protocol("micc-95mm").version == "1.1"
+    assert old.icp_final == "open3d" and not old.stop_implausible and get_protocol("micc-95mm").version == "1.2"
     # a summary written before the new fields existed reads back as the behaviour of its time
     legacy = {k: v for k, v in old.to_dict().items() if k not in ("icp_final", "stop_implausible")}
     assert Protocol.from_dict(legacy) == old
+
+
+#: sha256 (first 16 hex digits) of ``json.dumps(to_dict(), sort_keys=True)`` of the versions that the
+#: "feature" final ICP stage replaced, recorded before it was added: they score as they did.
+BEFORE_FEATURE = {"synthetic-scan@1.1": "4af791abf78dff73", "micc-ramon2019@1.2": "31147768b2bd0c23",
+                  "facewarehouse-ramon2019@1.2": "c5938857b04952ae", "micc-95mm@1.1": "42377846cc1e9fd1",
+                  "now@1.0": "58ede141f8962aaf", "now-metrical@1.0": "8313091b955083b2"}
+
+
+def test_the_feature_stage_is_a_new_version_of_every_scan_preset():
+    import hashlib
+    import json
+
+    for key, digest in BEFORE_FEATURE.items():
+        old = get_protocol(key)
+        assert hashlib.sha256(json.dumps(old.to_dict(), sort_keys=True).encode()).hexdigest()[:16] == digest, key
+        current = get_protocol(old.name)
+        assert current.icp_final == "feature" and old.icp_final == "exact"
+        changed = {k for k, v in current.to_dict().items() if old.to_dict()[k] != v}
+        assert changed == {"version", "icp_final"}, (key, changed)
+        assert Protocol.from_dict(current.to_dict()) == current
+    assert set(SCAN_PRESETS) == {key.split("@")[0] for key in BEFORE_FEATURE}
 
 
 # ---------------------------------------------------------------------------- exact final alignment
@@ -128,6 +151,47 @@ def test_version_1_0_keeps_its_final_open3d_step(model, asymmetric, dense):
     gv, gf = dense
     result = align_and_measure(asymmetric[0], asymmetric[1], asymmetric[0][li], gv, gf, gv[li], params)
     assert result.icp.open3d_calls == 1 and result.mean_mm > 1e-3  # the 1.0 numbers, defect included
+
+
+def test_final_stage_stops_at_a_minimum_whatever_the_cap(model, asymmetric, dense):
+    """A prediction that is not the scan (the mean face against the asymmetric one, 4x denser): the
+    "feature" stage converges in a few steps to a minimum of F = Σ min(d, cut-off)² (no similarity
+    1e-4 away is lower), the same for any larger cap; 1.1's "exact" stage (the selected triangle's
+    normal for scan points closest to an edge) stalls above it, where a small move still lowers F."""
+    from facebench.benchmark.align import PreparedMesh, _evaluate, _refine_exact, _refine_feature, _updated
+
+    v, f = asymmetric
+    li = np.asarray(model.landmark_indices)
+    pred = model.shape(np.zeros(model.n_identity), np.zeros(model.n_expression)).astype(np.float64)
+    moved = Similarity(1.1, Rotation.from_rotvec([0.1, -0.2, 0.05]).as_matrix(), np.array([10.0, -20.0, 30.0]))
+    mesh = PreparedMesh(moved.apply(pred), f)
+    g = dense[0][np.sort(np.random.default_rng(0).choice(len(dense[0]), 5000, replace=False))]
+    init = landmark_similarity(moved.apply(pred[li]), v[li])
+    kw = dict(tolerance=1e-5, max_correspondence_mm=10.0, with_scale=True)
+    found, info, distances = _refine_feature(mesh, g, init, max_iterations=50, **kw)
+    assert info.scale_converged and info.scale_steps <= 15
+    for cap in (info.scale_steps, 500):
+        again, again_info, _ = _refine_feature(mesh, g, init, max_iterations=cap, **kw)
+        assert again_info.scale_converged and np.array_equal(again.matrix(), found.matrix())
+    best = _evaluate(mesh, g, found, 10.0)
+    np.testing.assert_array_equal(best.distances, distances)
+    mu, radius = g.mean(axis=0), np.sqrt(np.mean(np.sum((g - g.mean(axis=0)) ** 2, axis=1)))
+
+    def lowest_neighbour(similarity: Similarity) -> float:
+        """min over 14 moves (±1e-4 of scale, rotation, translation / radius) of F(moved) / F − 1."""
+        objective = _evaluate(mesh, g, similarity, 10.0).objective
+        out = np.inf
+        for k in range(7):
+            for sign in (1.0, -1.0):
+                x = np.zeros(7)
+                x[k] = sign * 1e-4 * (radius if k >= 4 else 1.0)
+                out = min(out, _evaluate(mesh, g, _updated(similarity, x, mu), 10.0).objective / objective - 1.0)
+        return out
+
+    assert lowest_neighbour(found) > 0.0  # measured +5e-6: a minimum
+    stalled, _ = _refine_exact(mesh, g, init, max_iterations=50, **kw)
+    assert _evaluate(mesh, g, stalled, 10.0).objective > best.objective  # measured 0.34 % above
+    assert lowest_neighbour(stalled) < 0.0  # measured -1.2e-4: not a minimum
 
 
 # ---------------------------------------------------------------------------- reflections
@@ -249,7 +313,7 @@ def test_now_layout_prepares_scores_and_warns_on_a_swapped_prediction(now_root, 
     assert "warning: 1 predictions" in result.output and "pooled (NoW)" in result.output
     table = pd.read_csv(res / "per_sample.csv", keep_default_na=False)
     summary = json.loads((res / "summary.json").read_text())
-    assert table["scored"].all() and summary["n_warnings"] == 1 and summary["protocol_id"] == "now@1.0"
+    assert table["scored"].all() and summary["n_warnings"] == 1 and summary["protocol_id"] == "now@1.1"
     assert table["warning"].tolist()[0] == "" and table["warning"].tolist()[2] == ""
     assert table["warning"].tolist()[1].startswith("reflection")
     assert table["shape_mm"][0] < 1e-5 and table["shape_mm"][2] < 1e-5 and table["shape_mm"][1] > 5.0

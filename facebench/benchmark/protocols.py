@@ -14,12 +14,12 @@ Presets:
 - ``synthetic-scan`` — the same ground truth treated as a scan: similarity from the 68 iBUG
   landmarks (Umeyama, no reflection), point-to-plane ICP with scale refinement, distance from every
   ground-truth vertex to the predicted surface. Tests the scan machinery with exact ground truth.
-- ``micc-ramon2019``, ``facewarehouse-ramon2019`` (version 1.2), ``micc-95mm`` (version 1.1) —
+- ``micc-ramon2019``, ``facewarehouse-ramon2019`` (version 1.3), ``micc-95mm`` (version 1.2) —
   re-implementations of the papers' descriptions for real data, scored on files written by
   ``facebench datasets prepare micc|facewarehouse`` (per-sample scans of their own topology; see
   :mod:`facebench.datasets.scan_dataset`). Each parameter and its source (the paper's text, the
   authors' data README, or our choice) is in ``benchmark/<name>.md``.
-- ``now``, ``now-metrical`` (version 1.0) — the NoW challenge's scan protocol (Sanyal et al. 2019,
+- ``now``, ``now-metrical`` (version 1.1) — the NoW challenge's scan protocol (Sanyal et al. 2019,
   ``soubhiksanyal/now_evaluation``) on files written by ``facebench datasets prepare now``:
   NoW's seven landmarks, NoW's crop rule, similarity (metrical: rigid) over every cropped scan
   vertex, and NoW's pooled aggregation beside the per-sample statistics (``benchmark/now.md``).
@@ -34,6 +34,12 @@ Version 1.2 of the two Table 3 presets (``micc-ramon2019``, ``facewarehouse-ramo
 the face region only: the scan vertices within :data:`FACE_REGION_RADIUS_MM` of the scan's nose
 tip (1.1 counted every scan vertex, hair, neck and back of the head included, at full distance,
 which no face-only prediction can bring near the paper's 2.2–2.9 mm); 1.1 stays scoreable.
+The next version of every scan preset (``synthetic-scan`` and ``micc-95mm`` 1.2, the Table 3
+presets 1.3, ``now``/``now-metrical`` 1.1) replaces the exact final stage's point-to-plane steps,
+which stall ~1e-6 short of convergence so that the score depends on ``icp_max_iterations``, by
+Gauss-Newton on exact point-to-feature residuals with a line search (``icp_final="feature"``,
+:func:`facebench.benchmark.align._refine_feature`): it converges in a few steps to a minimum of
+the squared distances; the previous versions stay scoreable.
 """
 
 from __future__ import annotations
@@ -77,9 +83,12 @@ class Protocol:
         pose_metrics: report camera translation/rotation and reprojection errors when given.
         yaw_bins: |yaw| bin edges for per-bin aggregates.
         bootstrap_resamples, bootstrap_seed: percentile bootstrap of each mean (95% CI).
-        icp_final: last ICP stage, "exact" (point-to-plane on exact closest points of the predicted
-            triangles to convergence) or "open3d" (version 1.0: a rigid open3d ICP on the predicted
-            vertices with vertex normals); see :data:`facebench.benchmark.align.FINALS`.
+        icp_final: last ICP stage, "feature" (Gauss-Newton on exact point-to-feature residuals
+            with a line search, to convergence; the current scan presets), "exact" (point-to-plane
+            steps on the selected triangle's normal; scan presets 1.1/1.2, now 1.0; the field's
+            default, so that protocols written before "feature" keep their parameters) or "open3d"
+            (version 1.0: a rigid open3d ICP on the predicted vertices with vertex normals); see
+            :data:`facebench.benchmark.align.FINALS`.
         crop_rule: "now" (centre and radius from NoW's seven landmarks, NoW's rule; ``crop_center``
             and ``crop_radius_mm`` unused) or None.
         landmark_residual_limit: a landmark fit with an RMS residual above this fraction of the
@@ -125,7 +134,7 @@ class Protocol:
             "aggregation": ("mean", "rmse_mean_std", "now_pooled"),
             "dataset_kind": ("synthetic", "micc", "facewarehouse", "now"),
             "crop_center": (None, "nose_tip", "scan_nose_tip"),
-            "icp_final": ("exact", "open3d"),
+            "icp_final": ("feature", "exact", "open3d"),
             "crop_rule": (None, "now"),
         }
         for field, values in allowed.items():
@@ -174,7 +183,8 @@ SYNTHETIC = Protocol(
     reimplements="Ramon et al. 2019, Sec. 5 (synthetic evaluation)",
 )
 
-SYNTHETIC_SCAN = Protocol(
+#: ``synthetic-scan@1.1``: the exact final stage's point-to-plane steps (``icp_final="exact"``).
+SYNTHETIC_SCAN_1_1 = Protocol(
     name="synthetic-scan",
     version="1.1",
     description=(
@@ -191,6 +201,12 @@ SYNTHETIC_SCAN = Protocol(
     icp_max_correspondence_mm=10.0,
     pose_metrics=False,
 )
+
+#: The final ICP stage of the current scan presets: Gauss-Newton on exact point-to-feature
+#: residuals with a line search, to convergence (``benchmark/synthetic-scan.md``, "Versions").
+_FEATURE_ICP = dict(icp_final="feature")
+
+SYNTHETIC_SCAN = dataclasses.replace(SYNTHETIC_SCAN_1_1, version="1.2", **_FEATURE_ICP)
 
 #: ICP settings shared by the real-data presets (our choices; see the cards in ``benchmark/``):
 #: point-to-plane similarity steps on exact closest points of the predicted triangles until a step
@@ -242,7 +258,8 @@ FACEWAREHOUSE_RAMON2019_1_1 = Protocol(
 FACE_REGION_RADIUS_MM = 95.0
 _FACE_REGION = dict(crop_center="scan_nose_tip", crop_radius_mm=FACE_REGION_RADIUS_MM, crop_search_mm=30.0)
 
-MICC_RAMON2019 = dataclasses.replace(
+#: ``micc-ramon2019@1.2``: the face region, the exact final stage's point-to-plane steps.
+MICC_RAMON2019_1_2 = dataclasses.replace(
     MICC_RAMON2019_1_1,
     version="1.2",
     description=(
@@ -255,7 +272,8 @@ MICC_RAMON2019 = dataclasses.replace(
     **_FACE_REGION,
 )
 
-FACEWAREHOUSE_RAMON2019 = dataclasses.replace(
+#: ``facewarehouse-ramon2019@1.2``: the face region, the exact final stage's point-to-plane steps.
+FACEWAREHOUSE_RAMON2019_1_2 = dataclasses.replace(
     FACEWAREHOUSE_RAMON2019_1_1,
     version="1.2",
     description=(
@@ -268,7 +286,11 @@ FACEWAREHOUSE_RAMON2019 = dataclasses.replace(
     **_FACE_REGION,
 )
 
-MICC_95MM = Protocol(
+MICC_RAMON2019 = dataclasses.replace(MICC_RAMON2019_1_2, version="1.3", **_FEATURE_ICP)
+FACEWAREHOUSE_RAMON2019 = dataclasses.replace(FACEWAREHOUSE_RAMON2019_1_2, version="1.3", **_FEATURE_ICP)
+
+#: ``micc-95mm@1.1``: the exact final stage's point-to-plane steps.
+MICC_95MM_1_1 = Protocol(
     name="micc-95mm",
     version="1.1",
     description=(
@@ -286,6 +308,7 @@ MICC_95MM = Protocol(
     aggregation="rmse_mean_std",
     **_REAL_ICP,
 )
+MICC_95MM = dataclasses.replace(MICC_95MM_1_1, version="1.2", **_FEATURE_ICP)
 
 #: NoW's seven landmarks (``now7``), its crop, every cropped scan vertex in the ICP (no subset, no
 #: correspondence cut-off), exact scan-vertex -> predicted-surface distances (benchmark/now.md).
@@ -293,7 +316,8 @@ _NOW = dict(dataset_kind="now", topology="scan", landmarks="now7", icp="point_to
             icp_tolerance=1e-6, icp_max_correspondence_mm=None, icp_max_points=None, crop_rule="now",
             distance_direction="gt_to_pred", aggregation="now_pooled", pose_metrics=False)
 
-NOW = Protocol(
+#: ``now@1.0``: the exact final stage's point-to-plane steps.
+NOW_1_0 = Protocol(
     name="now",
     version="1.0",
     description=(
@@ -309,7 +333,8 @@ NOW = Protocol(
     **_NOW,
 )
 
-NOW_METRICAL = Protocol(
+#: ``now-metrical@1.0``: the exact final stage's point-to-plane steps.
+NOW_METRICAL_1_0 = Protocol(
     name="now-metrical",
     version="1.0",
     description=(
@@ -322,20 +347,22 @@ NOW_METRICAL = Protocol(
     icp_scale=False,
     **_NOW,
 )
+NOW = dataclasses.replace(NOW_1_0, version="1.1", **_FEATURE_ICP)
+NOW_METRICAL = dataclasses.replace(NOW_METRICAL_1_0, version="1.1", **_FEATURE_ICP)
 
 #: The scan presets' version 1.1 (the base of their version 1.0).
-_SCAN_1_1 = (SYNTHETIC_SCAN, MICC_RAMON2019_1_1, FACEWAREHOUSE_RAMON2019_1_1, MICC_95MM)
+_SCAN_1_1 = (SYNTHETIC_SCAN_1_1, MICC_RAMON2019_1_1, FACEWAREHOUSE_RAMON2019_1_1, MICC_95MM_1_1)
 
 PRESETS: dict[str, Protocol] = {
     p.name: p for p in (SYNTHETIC, SYNTHETIC_SCAN, MICC_RAMON2019, FACEWAREHOUSE_RAMON2019, MICC_95MM, NOW,
                         NOW_METRICAL)
 }
-#: Every scoreable version, ``{"name@version": protocol}``: the current presets, the Table 3
-#: presets' version 1.1 (no crop) and the scan presets' version 1.0 (1.1 with the final open3d ICP
-#: step on vertex normals and no early stop).
+#: Every scoreable version, ``{"name@version": protocol}``: the current presets, the scan presets
+#: of the exact final stage's point-to-plane steps (1.1, the Table 3 presets' 1.2, now 1.0), and the
+#: scan presets' version 1.0 (1.1 with the final open3d ICP step on vertex normals and no early stop).
 VERSIONS: dict[str, Protocol] = {
     **{p.id: p for p in PRESETS.values()},
-    **{p.id: p for p in _SCAN_1_1},
+    **{p.id: p for p in (*_SCAN_1_1, MICC_RAMON2019_1_2, FACEWAREHOUSE_RAMON2019_1_2, NOW_1_0, NOW_METRICAL_1_0)},
     **{f"{p.name}@1.0": dataclasses.replace(p, version="1.0", icp_final="open3d", stop_implausible=False)
        for p in _SCAN_1_1},
 }

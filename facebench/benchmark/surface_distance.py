@@ -69,14 +69,20 @@ def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, y)
 
 
-def _closest_on_edges(p, a, ab, ac, abab, abac, acac) -> np.ndarray:
+#: Feature of a triangle that holds the closest point (:meth:`TriangleSurface.closest_features`):
+#: the face's interior, a vertex (a, b, c) or an edge (ab, ac, bc) of the triangle ``(a, b, c)``.
+FEATURE_FACE, FEATURE_A, FEATURE_B, FEATURE_AB, FEATURE_C, FEATURE_AC, FEATURE_BC = 0, 1, 2, 3, 4, 5, 6
+
+
+def _closest_on_edges(p, a, ab, ac, abab, abac, acac, *, features: bool = False):
     """:func:`closest_points_on_triangles` from a vertex ``a``, the edges ``ab = b - a``, ``ac = c - a``
     and their dot products (precomputed once per triangle by :class:`TriangleSurface`).
 
     Ericson's six dot products come from two per point (``d3 = d1 - ab·ab``, ``d4 = d2 - ab·ac``,
     ``d5 = d1 - ab·ac``, ``d6 = d2 - ac·ac``), each region gives the barycentric weights
     ``(v, w)`` of the closest point ``a + v ab + w ac`` (scalars per point), and the point is formed
-    once: the same point as forming each region's candidate, up to float64 rounding.
+    once: the same point as forming each region's candidate, up to float64 rounding. With
+    ``features``, also returns the ``(N,)`` int8 region (``FEATURE_*``: face interior, vertex or edge).
     """
     ap = p - a
     d1, d2 = _dot(ab, ap), _dot(ac, ap)
@@ -99,7 +105,12 @@ def _closest_on_edges(p, a, ab, ac, abab, abac, acac) -> np.ndarray:
         zero, one = np.zeros_like(d1), np.ones_like(d1)
         v = np.select(conditions, [zero, one, t_ab, zero, zero, 1.0 - w_bc], default=vb * denom)
         w = np.select(conditions, [zero, zero, zero, one, t_ac, w_bc], default=vc * denom)
-        return a + v[:, None] * ab + w[:, None] * ac
+        closest = a + v[:, None] * ab + w[:, None] * ac
+    if not features:
+        return closest
+    region = np.select(conditions, [np.int8(c) for c in (FEATURE_A, FEATURE_B, FEATURE_AB, FEATURE_C, FEATURE_AC,
+                                                          FEATURE_BC)], default=np.int8(FEATURE_FACE))
+    return closest, region.astype(np.int8)
 
 
 class TriangleSurface:
@@ -167,19 +178,40 @@ class TriangleSurface:
         p = _check_points(points)
         if len(p) == 0:
             return np.zeros(0), np.zeros((0, 3)), np.zeros(0, dtype=np.int64)
-        o3d = _open3d()
-        query = o3d.core.Tensor(np.ascontiguousarray(p - self.origin, dtype=np.float32))
-        answer = self._scene.compute_closest_points(query)
-        face_ids = answer["primitive_ids"].numpy().astype(np.int64)
-        if refine:
-            closest = _closest_on_edges(p, *self.edges(face_ids))
-            bad = ~np.isfinite(closest).all(axis=1)  # degenerate triangles: keep open3d's point
-            if bad.any():
-                closest[bad] = answer["points"].numpy()[bad].astype(np.float64) + self.origin
-        else:
+        if not refine:
+            answer = self._query(p)
             closest = answer["points"].numpy().astype(np.float64) + self.origin
-        distances = np.linalg.norm(p - closest, axis=1)
-        return distances, closest, face_ids
+            return np.linalg.norm(p - closest, axis=1), closest, answer["primitive_ids"].numpy().astype(np.int64)
+        return self.closest_features(p)[:3]
+
+    def closest_features(self, points) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`closest_points` (refined in float64), plus the feature of the selected triangle
+        that holds each closest point: ``(N,)`` int8, ``FEATURE_FACE`` (its interior), a vertex
+        (``FEATURE_A/B/C``) or an edge (``FEATURE_AB/AC/BC``) of the triangle ``faces[face_id]``, or
+        -1 on a zero-area triangle (open3d's point kept). The feature is what a query's squared
+        distance is locally the squared distance to (a plane, a line or a point); which of the
+        triangles sharing an edge or a vertex the search selected does not change it.
+
+        Returns:
+            ``distances (N,)``, ``closest (N, 3)``, ``face_ids (N,)`` int64, ``features (N,)`` int8.
+        """
+        p = _check_points(points)
+        if len(p) == 0:
+            return np.zeros(0), np.zeros((0, 3)), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8)
+        answer = self._query(p)
+        face_ids = answer["primitive_ids"].numpy().astype(np.int64)
+        closest, features = _closest_on_edges(p, *self.edges(face_ids), features=True)
+        bad = ~np.isfinite(closest).all(axis=1)  # degenerate triangles: keep open3d's point
+        if bad.any():
+            closest[bad] = answer["points"].numpy()[bad].astype(np.float64) + self.origin
+            features[bad] = -1
+        diff = p - closest
+        return np.sqrt(_dot(diff, diff)), closest, face_ids, features
+
+    def _query(self, p: np.ndarray):
+        o3d = _open3d()
+        return self._scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(p - self.origin,
+                                                                                       dtype=np.float32)))
 
 
 def point_to_surface_distances(points, vertices, faces, *, refine: bool = True):
