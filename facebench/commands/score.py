@@ -24,7 +24,8 @@ from facebench.commands.threads_option import threads_option
 @click.option("--leaderboard", "board", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Also add/replace this result's row in BOARD/leaderboard.csv (locked, atomic).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Score in this many processes on this machine (same results, byte for byte).")
+              help="Score in this many processes on this machine, one thread each, under any protocol "
+                   "(scan protocols included); same results, byte for byte.")
 @click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
               help="Score on the workers of this dask.distributed scheduler (tcp://host:8786); they must see "
                    "the same dataset and submission paths.")
