@@ -33,6 +33,12 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @reproduce.command("table2")
 @click.option("--quick", is_flag=True, help="Small encoder, 64 px, 2,000 training images, 5 epochs, "
                                            "scale-compensating weights (no search): under 15 min on 2 CPU cores.")
+@click.option("--standard", is_flag=True, help="The paper's setting on CPU (neutral faces, ramon2019 world, "
+                                              "symmetrized data; unit, scale and searched weights; plateau stopping; "
+                                              "3 seeds), resumable: rerun the same command to continue "
+                                              "(baselines/ramon2019.md).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="--standard: independent trainings in this many processes (one thread each).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder with *_train.h5, *_val.h5, *_test.h5 to use instead of generating them.")
@@ -53,9 +59,16 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True,
               help="Score each loss after its last epoch, or at its epoch of lowest validation shape error.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")
-def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views, losses,
-                   seed, seeds, device, threads, checkpoint, overwrite) -> None:
+@click.pass_context
+def table2_command(ctx, quick, standard, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials,
+                   hpo_epochs, views, losses, seed, seeds, device, threads, checkpoint, overwrite) -> None:
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
+    if standard:
+        _standard(ctx, quick, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs,
+                  views, seed, seeds, device, overwrite)
+        return
+    if workers != 1:
+        raise FacebenchError("--workers applies to --standard (the other modes use --threads)")
     from facebench.baselines.ramon2019.table2 import ReproduceSettings, reproduce_table2
     from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
@@ -96,6 +109,33 @@ def table2_command(quick, out, data, train_n, size, epochs, encoder, batch, lr, 
     echo_table(result.table2, ["loss", "reprojection_px", "shape_mm", "translation_cm", "rotation_deg",
                                "time_per_epoch_s", "n_seeds", "verdict"], digits=3)
     echo_table(result.fig6, ["views", "shape_mm", "reprojection_px"], digits=3)
+
+
+def _standard(ctx, quick, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views,
+              seed, seeds, device, overwrite) -> None:
+    """``--standard`` (facebench.baselines.ramon2019.standard)."""
+    from click.core import ParameterSource
+
+    from facebench.baselines.ramon2019.standard import StandardSettings, reproduce_standard
+
+    if quick:
+        raise FacebenchError("give --quick or --standard, not both")
+    for name, value in (("--data", data), ("--overwrite", overwrite or None)):
+        if value is not None:
+            raise FacebenchError(f"{name} does not apply to --standard (it generates its data and resumes)")
+    if device != "cpu":
+        raise FacebenchError("--standard runs on CPU; the full mode (no --quick/--standard) is for a GPU")
+    given = {"train": train_n, "size": size, "max_epochs": epochs, "encoder": encoder, "batch": batch, "lr": lr,
+             "trials": trials, "search_epochs": hpo_epochs}
+    options = {k: v for k, v in given.items() if v is not None}
+    if ctx.get_parameter_source("seeds") != ParameterSource.DEFAULT:
+        options["seeds"] = seeds
+    settings = StandardSettings(out=out, seed=seed, workers=workers, views=_int_list(views, "--views"), **options)
+    result = reproduce_standard(settings, on_stage=click.echo)
+    echo_table(result.table2, ["loss", "shape_mm_mean", "shape_mm_sd", "shape_mm_ci_low", "shape_mm_ci_high",
+                               "reprojection_px_mean", "reprojection_px_sd", "epochs_mean", "verdict"], digits=3)
+    echo_table(result.fig6, ["views", "shape_mm_mean", "shape_mm_sd", "reprojection_px_mean",
+                             "reprojection_px_sd"], digits=3)
 
 
 def _register_experiments() -> None:

@@ -64,7 +64,8 @@ from facebench.baselines.runs import (
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
-__all__ = ["TrainConfig", "TrainResult", "LOG_COLUMNS", "Distributed", "check_config", "train", "loss_params"]
+__all__ = ["TrainConfig", "TrainResult", "LOG_COLUMNS", "Distributed", "check_config", "train", "loss_params",
+           "plateaued"]
 
 #: Columns of ``RUN/log.csv``.
 LOG_COLUMNS = ("epoch", "train_loss", "val_shape_mm", "val_translation_cm", "val_rotation_deg",
@@ -77,7 +78,8 @@ CHECKPOINT, BEST, LOG, CONFIG = "model.pt", "best.pt", "log.csv", "config.json"
 class TrainConfig:
     """What to train (``facebench train regressor``'s options, one per field). Paths, mm, degrees;
     ``batch`` is the global batch (split over DDP ranks); ``views`` is MRL's number of virtual views
-    (None: 2)."""
+    (None: 2). ``plateau_window``, ``plateau_delta``, ``min_epochs``: the early-stopping rule on the
+    validation shape error (:func:`plateaued`; window None: train all ``epochs``, which stays the cap)."""
 
     dataset: Path
     val: Path | None
@@ -100,6 +102,9 @@ class TrainConfig:
     vgg16_weights: Path | None = None
     method: str | None = None
     val_batch: int = 64
+    plateau_window: int | None = None
+    plateau_delta: float = 0.01
+    min_epochs: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict (paths as strings)."""
@@ -112,7 +117,8 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What :func:`train` did: the run folder, epochs done, per-epoch rows of ``log.csv``, the best
+    """What :func:`train` did: the run folder, epochs done (fewer than ``epochs`` when the plateau rule
+    stopped it), per-epoch rows of ``log.csv``, the best
     epoch and its validation shape error (mm), seconds of this call. Without a validation set the
     best epoch is the one of lowest training loss and ``best_shape_mm`` is None (no shape was measured)."""
 
@@ -132,6 +138,25 @@ class TrainResult:
     @property
     def best(self) -> Path:
         return self.out / BEST
+
+
+def plateaued(values: list[float], window: int | None, delta: float = 0.01, min_epochs: int = 1) -> bool:
+    """The plateau rule that stops a training early: with ``values`` the validation shape error (mm)
+    of the epochs done so far, True when at least ``max(min_epochs, 2 window)`` epochs are done and
+    the mean of the last ``window`` epochs is not lower than ``(1 − delta)`` × the mean of the
+    ``window`` epochs before them (the curve improved by less than ``delta``, relative, over one
+    window, or rose). ``window`` None: never (train the full ``epochs``). Non-finite values count as
+    no improvement."""
+    if window is None:
+        return False
+    n = len(values)
+    if n < max(int(min_epochs), 2 * int(window)):
+        return False
+    recent = [float(v) for v in values[n - window:]]
+    before = [float(v) for v in values[n - 2 * window:n - window]]
+    if not all(math.isfinite(v) for v in recent + before):
+        return True
+    return sum(recent) / window > (1.0 - delta) * sum(before) / window
 
 
 def loss_params(config: TrainConfig) -> dict[str, Any]:
@@ -217,6 +242,10 @@ def check_config(config: TrainConfig, *, model=None, world_size: int = 1):
         raise FacebenchError(f"--workers must be >= 0, got {config.workers}")
     if config.views is not None and config.views < 1:
         raise FacebenchError(f"--views must be >= 1, got {config.views}")
+    if config.plateau_window is not None and (config.plateau_window < 1 or config.val is None):
+        raise FacebenchError("the plateau rule needs a window >= 1 and a validation set")
+    if not 0 <= config.plateau_delta < 1:
+        raise FacebenchError(f"the plateau delta must be in [0, 1), got {config.plateau_delta}")
     if config.resume and config.overwrite:
         raise FacebenchError("give --resume or --overwrite, not both")
     resolve_device(config.device)
@@ -375,6 +404,10 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
                      "first_epoch": first_epoch}, out / CONFIG)
 
     for epoch in range(first_epoch, config.epochs):
+        stop = plateaued([r.get("val_shape_mm", float("nan")) for r in history], config.plateau_window,
+                         config.plateau_delta, config.min_epochs)
+        if dist.broadcast_flag(stop):  # rank 0 holds the validation history
+            break  # resumed after the rule had stopped it, or stopped by the previous epoch
         row = _train_epoch(network, loader, sampler, optimizer, loss_fn, device, dist, epoch, on_step)
         row["lr"] = config.lr
         if dist.is_main:
@@ -397,7 +430,8 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
             if on_epoch is not None:
                 on_epoch(row)
         dist.barrier()
-    return TrainResult(out=out, epochs_done=max(first_epoch, config.epochs), history=history,
+    return TrainResult(out=out, epochs_done=len(history) if dist.is_main else max(first_epoch, config.epochs),
+                       history=history,
                        best_epoch=best["epoch"],
                        best_shape_mm=best["shape_mm"] if val_set is not None else None,
                        seconds=time.perf_counter() - started, world_size=dist.world_size, rank=dist.rank)
