@@ -1,15 +1,18 @@
-"""Throughput of the pure-torch rasterizer (rasterize + interpolate) on a face-sized mesh.
+"""Throughput of facebench's rasterizer (rasterize + interpolate) on a face-sized mesh.
 
 Renders 224×224 images of a ~60k-triangle displaced grid shaped like the front of a head
 (150 × 190 mm, nose bump) at 600 mm, focal 750 px, B poses with yaw in [-45°, 45°], and prints
 images/s of ``rasterize`` + ``interpolate`` (3 channels) on the CPU with 1 and 2 torch threads
-(with and without back-face culling) and, as same-run references, Mesa's OpenGL software renderer
-(llvmpipe) through moderngl and headless EGL (``pip install -e ".[bench]"`` plus Debian's
-``libegl1 libgl1-mesa-dri``; the line is skipped with the reason where either is missing) and an
-open3d ``RaycastingScene`` render of the same images (scene build + one ray per pixel centre).
-Two phases: ``idle`` (no load of our own; the load average shows the machine's) and ``loaded``
-(one busy process per usable core, started by this script); within a phase the lines are
-measured in interleaved rounds, so ratios compare like with like. CUDA lines when available.
+(with and without back-face culling; the gradient-free passes run in the C kernel of
+:mod:`facebench.render.native`, on one thread) and the pure-torch passes alone
+(``FACEBENCH_NATIVE=0``, same bits) and, as same-run references, Mesa's OpenGL software renderer
+(llvmpipe, with its default of one rendering thread per core) through moderngl and headless EGL
+(``pip install -e ".[bench]"`` plus Debian's ``libegl1 libgl1-mesa-dri``; the line is skipped
+with the reason where either is missing) and an open3d ``RaycastingScene`` render of the same
+images (scene build + one ray per pixel centre). Two phases: ``idle`` (no load of our own; the
+load average shows the machine's) and ``loaded`` (one busy process per usable core, started by
+this script); within a phase the lines are measured in interleaved rounds, so ratios compare
+like with like. CUDA lines when available.
 
     python perf/bench_render.py [--batch 16] [--seconds 3] [--rounds 2] [--phases idle,loaded]
 """
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from facebench import conventions as cv
-from facebench.render import interpolate, rasterize
+from facebench.render import interpolate, native, rasterize
 
 SIZE = 224
 FOCAL = 750.0
@@ -86,10 +89,20 @@ class Rate:
         return f"{self.mean:7.1f} images/s (per call: median {self.median:7.1f}, best {self.best:7.1f})"
 
 
-def torch_render(cam, faces, K, cull, sync=None):
+def torch_render(cam, faces, K, cull, sync=None, kernel=True):
+    """rasterize + interpolate; ``kernel=False``: the pure-torch passes (``FACEBENCH_NATIVE=0``)."""
+
     def run():
-        fragments = rasterize(cam, faces, K, SIZE, SIZE, cull_backfaces=cull)
-        interpolate(fragments, cam)
+        saved = os.environ.get(native.ENV_VARIABLE)
+        os.environ[native.ENV_VARIABLE] = "1" if kernel else "0"
+        try:
+            fragments = rasterize(cam, faces, K, SIZE, SIZE, cull_backfaces=cull)
+            interpolate(fragments, cam)
+        finally:
+            if saved is None:
+                del os.environ[native.ENV_VARIABLE]
+            else:
+                os.environ[native.ENV_VARIABLE] = saved
         if sync is not None:
             sync()
 
@@ -183,10 +196,13 @@ def main() -> None:
     coverage = rasterize(cam, faces, K, SIZE, SIZE).mask.float().mean().item()
     print(f"mesh: {len(vertices)} vertices, {len(faces_np)} triangles; {SIZE}x{SIZE}, "
           f"batch {args.batch}, coverage {coverage:.2f}")
+    reason = native.unavailable_reason()
+    print("C kernel: " + (f"unavailable ({reason}): the facebench lines run the torch passes" if reason else "available"))
     runs = {}
     for threads in (1, 2):
         for cull in (False, True):
-            runs[f"torch CPU, {threads} thread(s), cull_backfaces={cull}"] = (threads, torch_render(cam, faces, K, cull))
+            runs[f"facebench CPU, {threads} thread(s), cull_backfaces={cull}"] = (threads, torch_render(cam, faces, K, cull))
+    runs["torch passes only (FACEBENCH_NATIVE=0), 1 thread"] = (1, torch_render(cam, faces, K, False, kernel=False))
     try:
         runs["moderngl (Mesa llvmpipe via EGL)"] = (None, moderngl_render(cam, faces_np, K))
     except Exception as error:  # ImportError, or no EGL display/driver
@@ -206,13 +222,15 @@ def main() -> None:
                     torch.set_num_threads(threads or 1)
                     medians[name].append(rate(fn, args.batch, args.seconds / args.rounds).median)
             for name, values in medians.items():
-                print(f"{name:<48} {statistics.median(values):7.1f} images/s (median of per-call rates)")
+                print(f"{name:<52} {statistics.median(values):7.1f} images/s (median of per-call rates)")
             mgl = medians.get("moderngl (Mesa llvmpipe via EGL)")
             if mgl:
-                default = statistics.median(medians["torch CPU, 1 thread(s), cull_backfaces=False"])
-                best = max(statistics.median(v) for k, v in medians.items() if k.startswith("torch"))
-                print(f"ratio torch (1 thread, facebench's default) / moderngl: {default / statistics.median(mgl):.2f}; "
-                      f"best torch / moderngl: {best / statistics.median(mgl):.2f}")
+                default = statistics.median(medians["facebench CPU, 1 thread(s), cull_backfaces=False"])
+                best = max(statistics.median(v) for k, v in medians.items() if k.startswith("facebench"))
+                torch_only = statistics.median(medians["torch passes only (FACEBENCH_NATIVE=0), 1 thread"])
+                print(f"ratio facebench (1 thread, the default) / moderngl: {default / statistics.median(mgl):.2f}; "
+                      f"best facebench / moderngl: {best / statistics.median(mgl):.2f}; "
+                      f"torch passes only / moderngl: {torch_only / statistics.median(mgl):.2f}")
             print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
             stop_load(procs)
@@ -220,7 +238,7 @@ def main() -> None:
         cam_gpu, faces_gpu = cam.cuda(), faces.cuda()
         for cull in (True, False):
             value = rate(torch_render(cam_gpu, faces_gpu, K, cull, torch.cuda.synchronize), args.batch, args.seconds)
-            print(f"torch CUDA ({torch.cuda.get_device_name()}), cull_backfaces={cull}: {value}")
+            print(f"facebench CUDA ({torch.cuda.get_device_name()}), cull_backfaces={cull}: {value}")
 
 
 def _spin() -> None:  # pragma: no cover - runs in the load processes

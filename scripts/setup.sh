@@ -11,6 +11,9 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends libusb-1.0-0 libgomp1 >/dev/null
+  # a C compiler for the rasterizer's CPU kernel (facebench/render/native.py, built on first use;
+  # without one the pure-torch passes run, about 4x slower, and its tests skip)
+  $SUDO apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
   # the scoring service's browser test (tests/test_serve.py): Debian's headless Chromium and its
   # driver (selenium comes with the test extra); FACEBENCH_NO_BROWSER=1 skips them (the test then skips)
   if [ "${FACEBENCH_NO_BROWSER:-0}" != "1" ]; then

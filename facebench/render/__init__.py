@@ -1,4 +1,5 @@
-"""Pure-torch rendering of face meshes: rasterizer, interpolation, SH shading (CPU and CUDA).
+"""Rendering of face meshes in torch: rasterizer, interpolation, SH shading (CPU and CUDA); the
+rasterizer's gradient-free CPU passes run in a small C kernel (:mod:`facebench.render.native`).
 
 - :func:`rasterize` — camera-frame vertices ``(B, V, 3)`` mm + faces + K → :class:`Fragments`
   (face id, depth, perspective-correct barycentrics at pixel centres, mask).
