@@ -109,6 +109,54 @@ def test_scan_protocol_workers_and_dask_give_the_same_bytes(files, scan_submissi
     assert on_dask == serial
 
 
+def test_scan_dataset_of_own_topologies_gives_the_same_bytes(tmp_path):
+    """A MICC-like file (each scan its own topology, ragged per-vertex results, no mean face) under
+    micc-95mm (crop, per-subject RMSE) with 2 workers: the same bytes as one process."""
+    import facebench.models as fm
+    from facebench.benchmark.landmark_sets import landmark_indices_for
+    from facebench.benchmark.submission_writer import write_submission
+    from facebench.datasets.scan_dataset import ScanDatasetWriter, ScanSample
+    from facebench.landmarks import SCAN_LANDMARK_SETS
+
+    model = fm.load("synthetic")
+    rng = np.random.default_rng(5)
+    faces = np.asarray(model.faces, np.int64)
+    li = landmark_indices_for(model, "micc4")
+    shapes = [np.asarray(model.shape(rng.standard_normal(model.n_identity)), np.float64) for _ in range(3)]
+    dataset = tmp_path / "micc.h5"
+    with ScanDatasetWriter(dataset, kind="micc", landmark_names=list(SCAN_LANDMARK_SETS["micc4"]), image_size=16,
+                           landmark_set="micc4") as writer:
+        for i, x in enumerate(shapes):
+            keep = x[:, 2] > 10.0 * i - 15.0  # three crops: three topologies
+            remap = np.cumsum(keep) - 1
+            kept_faces = faces[keep[faces].all(axis=1)]
+            writer.add(ScanSample(id=f"subject_{i + 1}", image=np.zeros((16, 16, 3), np.uint8),
+                                  face_box=np.array([0, 0, 99, 99]), frame_size=(100, 100), vertices=x[keep],
+                                  faces=remap[kept_faces], landmark_indices=remap[li], source=f"{i}.wrl"))
+    moved = np.stack([0.9 * x + np.array([5.0, -20.0, 60.0]) + rng.normal(0, 0.3, x.shape) for x in shapes])
+    submission = write_submission(tmp_path / "sub.h5", ["subject_1", "subject_2", "subject_3"], moved, method="m",
+                                  faces=faces, landmark_indices=li)
+    protocol = get_protocol("micc-95mm")
+    serial = _written(score(dataset, submission, protocol), tmp_path / "serial")
+    assert serial[1]["n_scored"] == 3 and "mean_per_vertex" not in serial[2]
+    sizes = np.diff(np.frombuffer(serial[2]["offsets"][2], np.int64))
+    assert len(set(sizes.tolist())) == 3  # three scans, three sizes
+    assert _written(score(dataset, submission, protocol, workers=2), tmp_path / "two") == serial
+
+
+def test_a_facebench_error_in_a_worker_reaches_the_caller_whole(tmp_path):
+    """InputFileError does not survive pickling (its __init__ takes two arguments): the worker
+    relays it as a FacebenchError of the same message (exit 2), not a broken pool."""
+    from facebench.benchmark.parallel_scoring import parallel_scan_samples
+    from facebench.benchmark.scoring import _scan_params
+    from facebench.errors import FacebenchError
+
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(FacebenchError, match="junk.h5: not a readable HDF5 file"):
+        list(parallel_scan_samples(junk, junk, 2, _scan_params(get_protocol("synthetic-scan")), workers=2))
+
+
 # ---------------------------------------------------------------------------- interrupted, killed
 def _spawned_workers(parent: int) -> list[int]:
     """Process ids of the multiprocessing spawn workers whose parent is ``parent`` (Linux /proc)."""
@@ -134,7 +182,16 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")  # a zombie no one reaps is no longer running
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
 def _start_scoring(files, tmp_path):
+    """`facebench score --workers 2` under synthetic-scan (30 scans) in its own process group,
+    returned once both workers are inside a shard (they hold the submission file open)."""
     dataset, noisy, _ = files
     out = tmp_path / "results"
     command = [sys.executable, "-m", "facebench", "score", "--dataset", str(dataset), "--submission", str(noisy),
@@ -143,11 +200,12 @@ def _start_scoring(files, tmp_path):
                                start_new_session=True, cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 120
     workers: list[int] = []
-    while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+    busy = False
+    while not busy and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
         workers = _spawned_workers(process.pid)
-    time.sleep(1.0)  # into their first scans (30 scans take far longer)
-    assert process.poll() is None and len(workers) == 2, f"no two workers seen:\n{process.stderr.read()}"
+        busy = len(workers) == 2 and all(_has_open(pid, Path(noisy).resolve()) for pid in workers)
+    assert busy and process.poll() is None, f"no two busy workers seen:\n{process.stderr.read()}"
     return process, workers, out
 
 

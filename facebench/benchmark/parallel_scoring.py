@@ -344,7 +344,11 @@ def _on_processes(function: Callable, tasks: list[tuple], workers: int) -> Itera
         for future in futures:
             yield future.result()
         finished = True
-    except BrokenProcessPool:
+    except BrokenProcessPool as error:
+        if error.__cause__ is not None:  # a live worker's answer could not be read back here: a bug
+            lines = [line for line in str(error.__cause__).splitlines() if line.strip(" '")]
+            raise RuntimeError(f"a scoring worker's answer could not be read back ({lines[-1] if lines else error})"
+                               ) from None
         raise _lost("process ended abruptly") from None
     finally:
         if not finished:  # Ctrl-C, a worker's error, a lost worker, the caller stopped early
