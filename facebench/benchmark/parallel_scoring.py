@@ -384,6 +384,6 @@ def _on_dask(function: Callable, tasks: Callable[[int], list[tuple]], address: s
             for future in futures:
                 yield future.result()
         except KilledWorker as error:
-            raise _lost(f"of the dask cluster died repeatedly on task {error.task}") from None
+            raise _lost(f"of the dask cluster died repeatedly on task {getattr(error, 'task', '?')}") from None
         finally:
             client.cancel(futures)
