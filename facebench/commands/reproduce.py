@@ -146,10 +146,11 @@ def _register_experiments() -> None:
         corrective_spaces_command,
         correctives_command,
         reflectance_command,
+        tewari2018_command,
     )
 
     for command in (table3_command, correctives_command, corrective_spaces_command, reflectance_command,
-                    ablation_command):
+                    ablation_command, tewari2018_command):
         reproduce.add_command(command)
 
 

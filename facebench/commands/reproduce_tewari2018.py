@@ -14,13 +14,18 @@ from facebench.commands.seeds_option import echo_table, seeds_option
 from facebench.commands.threads_option import threads_option
 from facebench.errors import FacebenchError
 
-__all__ = ["correctives_command", "corrective_spaces_command", "reflectance_command", "ablation_command"]
+__all__ = ["correctives_command", "corrective_spaces_command", "reflectance_command", "ablation_command",
+           "tewari2018_command"]
 
 
 def _common(function):
     """The options every evaluation takes."""
     options = [
         click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder."),
+        click.option("--standard", is_flag=True,
+                     help="The standard mode: out-of-span world, 500 training / 200 test images, 3 seeds, training "
+                          "to the plateau rule, resumable (rerun the same command to continue); shares OUT with the "
+                          "other experiments and 'reproduce tewari2018 --standard' (baselines/tewari2018.md)."),
         click.option("--quick/--full", default=True, show_default=True,
                      help="quick: 64 px, 300 training images, 300 + 150 iterations, Adam (CPU minutes); full: GPU "
                           "scale (128 px, 20,000 images, 1,000 test images, 20k + 20k iterations, AdaDelta)."),
@@ -91,6 +96,62 @@ class _Progress:
         self.bar.set_postfix(loss=f"{value:.4g}", refresh=False)
 
 
+#: Options the standard mode takes (as overrides of its budget): option -> STANDARD key.
+_STANDARD_OVERRIDES = {"train_n": "train", "test_n": "test", "size": "size", "batch": "batch",
+                       "pretrain_iters": "pretrain_max", "finetune_iters": "finetune_max", "seed": "seed"}
+_NOT_STANDARD = ("data", "panels", "lr_scale", "optimizer", "corrective_weight_lr_mult")
+
+
+def _standard_settings(options: dict, counts=None):
+    """The :class:`StandardSettings` of ``--standard`` and the options given (refusing the ones it
+    does not take)."""
+    from facebench.baselines.tewari2018.standard import STANDARD, StandardSettings
+
+    ctx = click.get_current_context()
+    values = dict(STANDARD)
+    for name in _NOT_STANDARD:
+        if options.get(name) is not None:
+            raise FacebenchError(f"--{name.replace('_', '-')} does not apply to --standard (its settings are fixed)")
+    if options.get("weight"):
+        raise FacebenchError("--weight does not apply to --standard (its settings are fixed)")
+    if ctx.get_parameter_source("quick") == click.core.ParameterSource.COMMANDLINE:
+        raise FacebenchError("give --standard or --quick/--full, not both")
+    for option, key in _STANDARD_OVERRIDES.items():
+        if options.get(option) is not None and ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE:
+            value = int(options[option])
+            if value < (0 if option == "seed" else 1):
+                raise FacebenchError(f"--{option.replace('_n', '').replace('_', '-')} must be >= 1, got {value}")
+            values[key] = value
+    if ctx.get_parameter_source("seeds") == click.core.ParameterSource.COMMANDLINE:
+        if options["seeds"] < 1:
+            raise FacebenchError(f"--seeds must be >= 1, got {options['seeds']}")
+        values["seeds"] = int(options["seeds"])
+    if counts is not None:
+        values["counts"] = sorted(set(int(c) for c in counts))
+    return StandardSettings(out=options["out"], values=values, threads=options.get("threads"),
+                            device=options.get("device", "cpu"))
+
+
+def _run_standard(options: dict, experiments, counts=None) -> None:
+    from facebench.baselines.tewari2018.standard import run_standard
+
+    progress = _Progress()
+    try:
+        files = run_standard(_standard_settings(options, counts), experiments, overwrite=options["overwrite"],
+                             schedule=len(experiments) == 4, on_stage=progress.stage, on_step=progress.step)
+    finally:
+        progress.close()
+    for key, path in files.items():
+        if key.replace("_", "-") in experiments or key in ("comparisons",):
+            import pandas as pd
+
+            table = pd.read_csv(path)
+            shown = [c for c in table.columns if not c.endswith(("_lo", "_hi"))][:12]
+            click.echo(f"{path}:")
+            click.echo(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo("files: " + ", ".join(str(p) for p in files.values()))
+
+
 def _run(function, options: dict, **kwargs):
     progress = _Progress()
     try:
@@ -126,6 +187,8 @@ def correctives_command(counts, **options) -> None:
     """Tewari et al. 2018, supplement Fig. 4: held-out photometric error for C = 0, 100, 250, 500."""
     from facebench.baselines.tewari2018.evaluations import run_correctives
 
+    if options["standard"]:
+        return _run_standard(options, ("correctives",), _int_list(counts))
     result = _run(run_correctives, options, counts=_int_list(counts))
     _echo_table(result, _COLUMNS)
 
@@ -137,6 +200,10 @@ def corrective_spaces_command(kinds, **options) -> None:
     """Tewari et al. 2018, supplement Figs. 2-3: linear vs one vs two non-linearities."""
     from facebench.baselines.tewari2018.evaluations import run_corrective_spaces
 
+    if options["standard"]:
+        if kinds != "affine,relu1,relu2":
+            raise FacebenchError("--kinds does not apply to --standard (affine, relu1, relu2)")
+        return _run_standard(options, ("corrective-spaces",))
     result = _run(run_corrective_spaces, options, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()))
     _echo_table(result, _COLUMNS)
 
@@ -149,6 +216,8 @@ def reflectance_command(base_reflectance, **options) -> None:
     """Synthetic reflectance test: base level with 40 modes, final level must learn the rest (paper: 0.072)."""
     from facebench.baselines.tewari2018.evaluations import run_reflectance
 
+    if options["standard"]:
+        return _run_standard(options, ("reflectance",))
     result = _run(run_reflectance, options, base_reflectance=base_reflectance)
     _echo_table(result, ["level", "description", "reflectance_error", "median", "std", "n_images", "paper"])
 
@@ -159,5 +228,33 @@ def ablation_command(**options) -> None:
     """Tewari et al. 2018, supplement Figs. 5-7: without the shape regularizers / reflectance priors vs full."""
     from facebench.baselines.tewari2018.evaluations import run_ablation
 
+    if options["standard"]:
+        return _run_standard(options, ("ablation",))
     result = _run(run_ablation, options)
     _echo_table(result, _COLUMNS)
+
+
+@click.command("tewari2018")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (resumable).")
+@click.option("--standard", is_flag=True, required=True,
+              help="The standard mode of all four evaluations, sharing data and trainings (required: the only mode).")
+@click.option("--train", "train_n", type=int, default=None, help="Training images (500).")
+@click.option("--test", "test_n", type=int, default=None, help="Test images (200).")
+@click.option("--size", type=int, default=None, help="Image size in px (64).")
+@click.option("--batch", type=int, default=None, help="Images per iteration (5).")
+@click.option("--pretrain-iters", type=int, default=None, help="Stage-1 iteration cap (1000).")
+@click.option("--finetune-iters", type=int, default=None, help="Stage-2 iteration cap per run (150).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds SEED ... SEED+N-1.")
+@threads_option(expose=True)
+@click.option("--overwrite", is_flag=True, help="Reuse a folder made with other settings.")
+def tewari2018_command(standard, **options) -> None:
+    """Tewari et al. 2018: correctives, corrective spaces, reflectance and ablation, standard mode, in one run."""
+    if not standard:
+        raise FacebenchError("give --standard")
+    options.update({"quick": True, "weight": (), "data": None, "panels": None, "lr_scale": None, "optimizer": None,
+                    "corrective_weight_lr_mult": None})
+    from facebench.baselines.tewari2018.standard import EXPERIMENTS
+
+    _run_standard(options, EXPERIMENTS)
