@@ -78,8 +78,10 @@ CHECKPOINT, BEST, LOG, CONFIG = "model.pt", "best.pt", "log.csv", "config.json"
 class TrainConfig:
     """What to train (``facebench train regressor``'s options, one per field). Paths, mm, degrees;
     ``batch`` is the global batch (split over DDP ranks); ``views`` is MRL's number of virtual views
-    (None: 2). ``plateau_window``, ``plateau_delta``, ``min_epochs``: the early-stopping rule on the
-    validation shape error (:func:`plateaued`; window None: train all ``epochs``, which stays the cap)."""
+    (None: 2). ``plateau_window``, ``plateau_delta``, ``min_epochs``, ``plateau_metrics``: the
+    early-stopping rule: stop once every validation metric of ``plateau_metrics`` (``log.csv``
+    columns; default the shape error) has plateaued (:func:`plateaued`; window None: train all
+    ``epochs``, which stays the cap)."""
 
     dataset: Path
     val: Path | None
@@ -105,6 +107,7 @@ class TrainConfig:
     plateau_window: int | None = None
     plateau_delta: float = 0.01
     min_epochs: int = 1
+    plateau_metrics: tuple[str, ...] = ("val_shape_mm",)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict (paths as strings)."""
@@ -404,8 +407,8 @@ def _train(config, model, device, dist: Distributed, on_step, on_epoch, started)
                      "first_epoch": first_epoch}, out / CONFIG)
 
     for epoch in range(first_epoch, config.epochs):
-        stop = plateaued([r.get("val_shape_mm", float("nan")) for r in history], config.plateau_window,
-                         config.plateau_delta, config.min_epochs)
+        stop = all(plateaued([r.get(metric, float("nan")) for r in history], config.plateau_window,
+                             config.plateau_delta, config.min_epochs) for metric in config.plateau_metrics)
         if dist.broadcast_flag(stop):  # rank 0 holds the validation history
             break  # resumed after the rule had stopped it, or stopped by the previous epoch
         row = _train_epoch(network, loader, sampler, optimizer, loss_fn, device, dist, epoch, on_step)
