@@ -70,14 +70,14 @@ def miniature(tmp_path_factory):
     out = tmp_path_factory.mktemp("tewari-standard") / "out"
     settings = StandardSettings(out=out, values=dict(MINIATURE))
     stages: list[str] = []
-    files = run_standard(settings, on_stage=stages.append)
+    # two of the four experiments (the other two train the same way with other run specs): seconds, not minutes
+    files = run_standard(settings, ("correctives", "reflectance"), on_stage=stages.append)
     return out, settings, files, stages
 
 
 def test_miniature_structure_and_reference_values(miniature):
     out, settings, files, _ = miniature
-    for name in ("correctives", "corrective_spaces", "reflectance", "ablation", "comparisons", "curves",
-                 "correctives_plot", "reflectance_plot"):
+    for name in ("correctives", "reflectance", "comparisons", "curves", "correctives_plot", "reflectance_plot"):
         assert files[name].is_file(), name
     table = pd.read_csv(out / "correctives.csv")
     assert list(table["row"]) == ["C0", "C4", "base-oracle", "C4-oracle", "mean"]
@@ -97,9 +97,12 @@ def test_miniature_structure_and_reference_values(miniature):
     assert refs.loc["C0", "offset_mm"] == 0 and refs.loc["C0", "refl_offset"] == 0
     comparisons = pd.read_csv(out / "comparisons.csv")
     assert set(comparisons["verdict"]) <= {"a lower", "a higher", "not resolved"}
-    assert {"correctives", "corrective-spaces", "reflectance", "ablation"} <= set(comparisons["experiment"])
+    assert set(comparisons["experiment"]) == {"correctives", "reflectance"}
+    reflectance = pd.read_csv(out / "reflectance.csv")
+    assert list(reflectance["row"]) == ["C4", "base-oracle", "C4-oracle", "mean"]
     for seed in (0, 1):
-        for run in ("pretrain", "C0", "C4", "relu1", "relu2", "no-shape-regularizers", "no-reflectance-priors"):
+        assert not (out / f"seed{seed}" / "runs" / "relu1").exists()
+        for run in ("pretrain", "C0", "C4"):
             info = json.loads((out / f"seed{seed}" / "runs" / run / "done.json").read_text())
             assert info["reason"] in ("plateau", "cap") and info["iterations"] >= 2
 
