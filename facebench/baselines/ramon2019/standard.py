@@ -605,8 +605,9 @@ def plot_fig6(fig6: pd.DataFrame, out_path: Path) -> Path:
 
 
 def plot_curves(curves: pd.DataFrame, out_path: Path) -> Path:
-    """Validation shape error (mm) per epoch of every training (one panel per row, one line per
-    seed; the last epoch, where the plateau rule or the cap stopped it, marked with a dot)."""
+    """Validation shape error (mm, solid, left axis) and reprojection error (px, dashed, right axis)
+    per epoch of every training: one panel per row, one colour per seed; the last epoch, where the
+    plateau rule or the cap stopped it, marked with a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -615,36 +616,45 @@ def plot_curves(curves: pd.DataFrame, out_path: Path) -> Path:
     names = list(dict.fromkeys(curves["run"]))
     cols = 4
     rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, name in zip(axes.flat, names):
         part = curves[curves["run"] == name]
-        for seed, group in part.groupby("seed"):
-            ax.plot(group["epoch"], group["val_shape_mm"], lw=1, label=f"seed {seed}")
+        right = ax.twinx()
+        for i, (seed, group) in enumerate(part.groupby("seed")):
+            colour = colours[i % len(colours)]
+            ax.plot(group["epoch"], group["val_shape_mm"], lw=1, color=colour, label=f"seed {seed}")
             ax.plot(group["epoch"].iloc[-1:], group["val_shape_mm"].iloc[-1:], "o", ms=3, color="k")
+            if "val_reprojection_px" in group:
+                right.plot(group["epoch"], group["val_reprojection_px"], lw=0.8, ls="--", color=colour)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("val shape (mm)", fontsize=8)
+        ax.set_ylabel("val shape (mm), solid", fontsize=7)
+        right.set_ylabel("val reprojection (px), dashed", fontsize=7)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
+        right.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Validation shape error per epoch (dot: the stopping epoch)", fontsize=10)
+    fig.suptitle("Validation errors per epoch (dot: the stopping epoch)", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_path)
 
 
 def _curves(s: StandardSettings, seeds: list[int]) -> pd.DataFrame:
+    """Per-epoch validation errors of every final training (from each run's ``log.csv``)."""
     from facebench.leaderboard.seeds import seed_folder
 
-    rows = []
+    frames = []
     names = [*ROWS, *(f"mrl-v{v}" for v in s.views if v != 2)]
     for seed in seeds:
         for name in names:
-            r = json.loads((seed_folder(s.out, seed) / "runs" / name / RESULT).read_text())
-            rows += [{"run": name, "seed": seed, "epoch": i + 1, "val_shape_mm": v}
-                     for i, v in enumerate(r["val_shape_mm"])]
-    return pd.DataFrame(rows, columns=["run", "seed", "epoch", "val_shape_mm"])
+            log = pd.read_csv(seed_folder(s.out, seed) / "runs" / name / "log.csv")
+            frames.append(pd.DataFrame({"run": name, "seed": seed, "epoch": log["epoch"],
+                                        "val_shape_mm": log["val_shape_mm"],
+                                        "val_reprojection_px": log["val_reprojection_px"]}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _tables(s: StandardSettings, stage) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Path]]:
