@@ -8,15 +8,17 @@ truth's coefficients plus noise (0.3 std), subdivided and then decimated by open
 Protocol: similarity, landmarks + point-to-plane ICP (scale loop), 95 mm sphere around the nose
 tip, distances from each kept ground-truth vertex to the predicted surface.
 
-Every scan pays for its own prediction (BVH build and ICP target), as in scoring. Two cases on the
-same scans: ``95mm`` (the protocol above) and ``now`` (the ``now`` preset: NoW's seven landmarks
-and crop, every cropped scan vertex in the ICP, tolerance 1e-6). Prints, per case, the median wall
-time per phase over the scans and the process CPU time of the whole call (on a loaded machine wall
-time is mostly waiting for a core: compare CPU time, or ratios within one run), and, as same-run
-references on the same cropped points: open3d's BVH build and float32 closest-point queries alone
-(the floor of our scheme: as many queries as the case made, no float64 refinement, no ICP algebra),
-a naive exact closest point (numpy, every triangle, on a subset, extrapolated) and a KD-tree
-vertex-to-vertex distance (scipy ``cKDTree``: build + query; not a surface distance, biased up).
+Every scan pays for its own prediction (BVH build and ICP target), as in scoring. Cases on the
+same scans: ``95mm`` (the protocol above, the current final ICP stage ``"feature"``), ``95mm-1.1``
+(the same with 1.1's final stage ``"exact"``, a same-run reference), ``now`` (the ``now`` preset:
+NoW's seven landmarks and crop, every cropped scan vertex in the ICP, tolerance 1e-6) and
+``now@1.0`` (its 1.1-era stage). Prints, per case, the median wall time per phase over the scans
+and the process CPU time of the whole call (on a loaded machine wall time is mostly waiting for a
+core: compare CPU time, or ratios within one run), and, as same-run references on the same cropped
+points: open3d's BVH build and float32 closest-point queries alone (the floor of our scheme: as many
+query points as the case made, counted, no float64 refinement, no ICP algebra), a naive exact
+closest point (numpy, every triangle, on a subset, extrapolated) and a KD-tree vertex-to-vertex
+distance (scipy ``cKDTree``: build + query; not a surface distance, biased up).
 
     python perf/bench_scan_protocol.py [--scans 5] [--repeats 3] [--threads 2] [--icp-points 5000]
 
@@ -33,6 +35,7 @@ seconds per scan for each preset.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -187,10 +190,13 @@ def main() -> None:
           f"prediction ~{len(scans[0]['pred_vertices'])} vertices / {len(scans[0]['pred_faces'])} triangles; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {os.cpu_count()} cores, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    p95 = ScanAlignmentParams(with_scale=True, icp=True, method="point_to_plane", crop_radius_mm=95.0,
+                              icp_max_points=args.icp_points)
     cases = {
-        "95mm": (scans, ScanAlignmentParams(with_scale=True, icp=True, method="point_to_plane", crop_radius_mm=95.0,
-                                            icp_max_points=args.icp_points)),
+        "95mm": (scans, p95),
+        "95mm-1.1": (scans, dataclasses.replace(p95, final="exact")),
         "now": (now_scans, _scan_params(get_protocol("now"))),
+        "now@1.0": (now_scans, _scan_params(get_protocol("now@1.0"))),
     }
     for i, (name, (case_scans, params)) in enumerate(cases.items()):
         bench_case(name, case_scans, params, args.repeats, brute_points=args.brute_points if i == 0 else 0)
@@ -202,6 +208,7 @@ def bench_case(name: str, scans: list, params, repeats: int, brute_points: int) 
     import open3d as o3d
     from scipy.spatial import cKDTree
 
+    from facebench.benchmark import surface_distance
     from facebench.benchmark.align import align_and_measure
 
     print(f"\n=== {name}: {params}")
@@ -209,14 +216,26 @@ def bench_case(name: str, scans: list, params, repeats: int, brute_points: int) 
     phases: dict[str, list[float]] = {}
     cpu: list[float] = []
     results = []
-    for scan in scans:
-        for _ in range(repeats):
-            clock = time.process_time()
-            result = align_and_measure(**scan, params=params)
-            cpu.append(time.process_time() - clock)
-            for phase, seconds in result.timings.items():
-                phases.setdefault(phase, []).append(seconds)
-        results.append(result)
+    queried: list[int] = []  # closest-point query points per call (counted)
+    plain = surface_distance.TriangleSurface._query
+
+    def counting(self, p):
+        queried[-1] += len(p)
+        return plain(self, p)
+
+    surface_distance.TriangleSurface._query = counting
+    try:
+        for scan in scans:
+            for _ in range(repeats):
+                queried.append(0)
+                clock = time.process_time()
+                result = align_and_measure(**scan, params=params)
+                cpu.append(time.process_time() - clock)
+                for phase, seconds in result.timings.items():
+                    phases.setdefault(phase, []).append(seconds)
+            results.append(result)
+    finally:
+        surface_distance.TriangleSurface._query = plain
     print(f"per scan (median of {len(scans)} scans x {repeats} repeats), wall ms:")
     for phase, values in phases.items():
         print(f"  {phase:<10} {1000 * np.median(values):8.1f}")
@@ -247,14 +266,13 @@ def bench_case(name: str, scans: list, params, repeats: int, brute_points: int) 
         scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(points - origin, dtype=np.float32)))
         queries.append(time.perf_counter() - start)
     build_s, query_s = float(np.median(builds)), float(np.median(queries))
-    icp_points = len(points) if params.icp_max_points is None else min(len(points), params.icp_max_points)
-    n_queries = r.icp.scale_steps * icp_points + len(points)
+    n_queries = int(np.median(queried))
     floor_s = build_s + query_s * n_queries / len(points)
     print(f"\nsame-run references on {len(points)} cropped points (prediction frame):")
     print(f"  open3d BVH build alone     {1000 * build_s:9.1f} ms   (our prepare x{np.median(phases['prepare']) / build_s:.2f})")
     print(f"  open3d queries alone       {1000 * query_s:9.1f} ms   (our distance phase x{distance_s / query_s:.2f})")
-    print(f"  open3d floor, whole scan   {1000 * floor_s:9.1f} ms   build + {n_queries} queries "
-          f"({r.icp.scale_steps} ICP steps x {icp_points} + {len(points)}); our whole scan x{total_s / floor_s:.2f}")
+    print(f"  open3d floor, whole scan   {1000 * floor_s:9.1f} ms   build + {n_queries} query points (the median "
+          f"call's count: ICP and distances); our whole scan x{total_s / floor_s:.2f}")
     if brute_points:
         subset = np.random.default_rng(0).choice(len(points), size=min(brute_points, len(points)), replace=False)
         start = time.perf_counter()

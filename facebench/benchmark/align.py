@@ -26,9 +26,10 @@ any step, so a mirrored prediction scores as what it is (NoW's reflecting Procru
 
 **Feature final stage** (``final="feature"``, the default and the current scan presets): from
 the landmark fit, minimize ``F(S) = Σ min(d, cut-off)²`` over similarities (or rigid motions) by
-Gauss-Newton on exact point-to-feature residuals (a scan point closest to a triangle's interior,
-edge or vertex is measured to that plane, line or point: the squared distance function of the
-mesh itself), each step shortened until ``F`` decreases (Armijo backtracking), until a step moves
+Gauss-Newton on the exact point-to-surface distances (each linearized along the normal of its
+closest feature: the triangle's normal inside a face, the direction to the closest point on an
+edge or a vertex, i.e. the distance's exact gradient), each step shortened until ``F`` decreases
+(Armijo backtracking), until a step moves
 the scan points by less than ``tolerance`` relative to their RMS radius or no longer step lowers
 ``F`` (:func:`_refine_feature`). It converges in a few steps to a minimum of ``F``; the result
 does not depend on ``max_iterations`` once that is reached. An exact copy of a denser or coarser
@@ -81,22 +82,14 @@ from facebench.benchmark.similarity import (
     landmark_similarity,
     points_array,
 )
-from facebench.benchmark.surface_distance import (
-    FEATURE_A,
-    FEATURE_AB,
-    FEATURE_AC,
-    FEATURE_B,
-    FEATURE_BC,
-    FEATURE_C,
-    TriangleSurface,
-)
+from facebench.benchmark.surface_distance import FEATURE_FACE, TriangleSurface
 from facebench.geometry import vertex_normals
 
 METHODS = ("point_to_plane", "point_to_point")
 DIRECTIONS = ("gt_to_pred", "pred_to_gt", "symmetric")
 INITS = ("landmarks", "identity")
 #: Last ICP stage of point-to-plane protocols: ``"feature"`` (Gauss-Newton on the exact
-#: point-to-feature residuals with a line search, to convergence: :func:`_refine_feature`; scan
+#: point-to-surface distances with a line search, to convergence: :func:`_refine_feature`; scan
 #: presets 1.2, now 1.1), ``"exact"`` (scan presets 1.1, now 1.0: point-to-plane steps with the
 #: selected triangle's normal, :func:`_refine_exact`; stalls ~1e-6 short of convergence, so its
 #: result depends on ``max_iterations``) or ``"open3d"`` (protocols 1.0: a final rigid
@@ -106,9 +99,14 @@ FINALS = ("feature", "exact", "open3d")
 #: Armijo constant of the line search of :func:`_refine_feature`: a step is taken when it lowers the
 #: objective by at least this fraction of the decrease its slope promises.
 ARMIJO = 1e-4
-#: :func:`_refine_feature` on more scan points than this first converges on a fixed-seed subset of
-#: this many (a warm start), then on all of them (same fixed point, fewer full-size queries).
-WARM_START_POINTS = 5000
+#: Warm start of :func:`_refine_feature`: on more than :data:`WARM_START_ABOVE` scan points, the
+#: iteration first converges on a fixed-seed subset of ``WARM_START_POINTS`` of them, then on all of
+#: them; the stopping rule is the full set's, so the result is a minimum of the full objective
+#: either way. Measured on the 5 scans of ``perf/bench_scan_protocol.py`` (points queried, the cost):
+#: ``now`` (~45k points, every cropped vertex) 293k with it against 364k without (5.0 against 6.6
+#: full-set steps); 5,000 ICP points 34.6k with it against 32.0k without, hence the threshold.
+WARM_START_POINTS = 1000
+WARM_START_ABOVE = 10_000
 
 
 
@@ -270,30 +268,42 @@ def _least_squares(jacobian: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _subsample(points: np.ndarray, max_points: int | None) -> np.ndarray:
     """At most ``max_points`` rows, a fixed-seed random subset in original order (deterministic)."""
-    if max_points is None or len(points) <= max_points:
-        return points
-    pick = np.sort(np.random.default_rng(0).choice(len(points), size=int(max_points), replace=False))
-    return points[pick]
+    pick = _subsample_rows(len(points), max_points)
+    return points if pick is None else points[pick]
+
+
+def _subsample_rows(n: int, max_points: int | None) -> np.ndarray | None:
+    """The sorted rows :func:`_subsample` keeps of ``n``, or None when it keeps them all."""
+    if max_points is None or n <= max_points:
+        return None
+    return np.sort(np.random.default_rng(0).choice(n, size=int(max_points), replace=False))
 
 
 def _refine(mesh: PreparedMesh, gt_points, init: Similarity, *, max_iterations: int, tolerance: float,
             max_correspondence_mm: float, with_scale: bool, method: str,
             max_points: int | None = None, final: str = "feature") -> tuple[Similarity, IcpInfo, np.ndarray | None]:
     """ICP from ``init`` (see the module docstring): the similarity, :class:`IcpInfo`, and for
-    ``final="feature"`` with every scan point used (no subset) the ``(N,)`` distances of ``gt_points``
-    at that similarity (ground-truth mm), else None."""
+    ``final="feature"`` the ``(N,)`` distances of ``gt_points`` at that similarity (ground-truth mm;
+    NaN for the points outside the ICP subset), else None."""
     if method not in METHODS:
         raise ValueError(f"unknown ICP method {method!r}; expected one of {', '.join(METHODS)}")
     if final not in FINALS:
         raise ValueError(f"unknown final ICP step {final!r}; expected one of {', '.join(FINALS)}")
     if max_iterations < 1 or not tolerance > 0 or not max_correspondence_mm > 0:
         raise ValueError("ICP needs max_iterations >= 1, tolerance > 0 and max_correspondence_mm > 0")
-    g = _subsample(points_array(gt_points, "ground-truth points"), max_points)
+    every = points_array(gt_points, "ground-truth points")
+    pick = _subsample_rows(len(every), max_points)
+    g = every if pick is None else every[pick]
     if len(g) < 3:
         raise AlignmentError(f"ICP needs >= 3 ground-truth points, got {len(g)}")
     if method == "point_to_plane" and final == "feature":
-        return _refine_feature(mesh, g, init, max_iterations=max_iterations, tolerance=tolerance,
-                               max_correspondence_mm=max_correspondence_mm, with_scale=with_scale)
+        similarity, info, distances = _refine_feature(mesh, g, init, max_iterations=max_iterations,
+                                                      tolerance=tolerance, max_correspondence_mm=max_correspondence_mm,
+                                                      with_scale=with_scale)
+        if pick is not None:
+            distances, known = np.full(len(every), np.nan), distances
+            distances[pick] = known
+        return similarity, info, distances
     if method == "point_to_plane" and final == "exact":
         return (*_refine_exact(mesh, g, init, max_iterations=max_iterations, tolerance=tolerance,
                                max_correspondence_mm=max_correspondence_mm, with_scale=with_scale), None)
@@ -402,48 +412,36 @@ def _updated(current: Similarity, x: np.ndarray, mu: np.ndarray) -> Similarity:
 
 def _feature_direction(mesh: PreparedMesh, g: np.ndarray, ev: _Evaluation, cutoff: float,
                        with_scale: bool) -> _Direction | None:
-    """Gauss-Newton direction of the squared distances to the exact closest features.
+    """Gauss-Newton direction of ``Σ d²``, ``d`` the exact distance of each scan point to the moved
+    prediction.
 
-    Near a scan point ``g`` whose closest point ``c`` lies inside a triangle, its squared distance
-    to the moved prediction is the squared distance to that triangle's plane (one residual along
-    the normal ``n``); on an edge, to that edge's line (two residuals, along ``n`` and ``e × n``,
-    ``e`` the edge); on a vertex, to that point (three residuals). Each residual ``u · (S(c) − g)``
-    (``u`` rotated into the ground truth's frame) is linearized in ``(σ, ω, τ)`` as in
-    :func:`_similarity_step`; the sum of their squares is exactly ``Σ d²`` of the pairs within the
-    cut-off, and their Jacobian gives its exact gradient. Pairs beyond the cut-off, or on a zero-area
-    triangle, give no residual. Returns None with fewer than 7 residuals.
+    A scan point ``g`` with closest point ``c`` on the prediction has ``d = u · (S(c) − g)`` with
+    ``u`` the unit direction from ``g`` to ``S(c)``: the normal of the closest **feature** (the
+    triangle's normal, rotated into the ground truth's frame, when ``c`` lies inside a triangle,
+    where it keeps its sign through ``d = 0``; ``(S(c) − g) / d`` when ``c`` lies on an edge or a
+    vertex, where the triangle's normal is not the distance's gradient). Moving the prediction by
+    a small similarity changes ``d`` by ``u · δS(c)`` (envelope theorem: the closest point's own
+    motion along the surface does not count), linearized in ``(σ, ω, τ)`` as in
+    :func:`_similarity_step`: the Jacobian is the exact gradient of each distance, so ``-slope`` is
+    the exact decrease rate of ``Σ d²`` along the direction. Pairs beyond the cut-off, or on a
+    zero-area triangle, give no residual. Returns None with fewer than 7 residuals.
     """
     S = ev.similarity
     keep = ev.distances <= cutoff
     unit, has_normal = mesh.surface.face_normals()
     keep &= has_normal[ev.face_ids] & (ev.features >= 0)
-    ids, features = ev.face_ids[keep], ev.features[keep]
-    n = unit[ids]
-    directions, owners = [n], [np.arange(len(ids))]
-    on_edge = (features == FEATURE_AB) | (features == FEATURE_AC) | (features == FEATURE_BC)
-    if on_edge.any():
-        _, ab, ac = mesh.surface.edges(ids[on_edge])[:3]
-        kind = features[on_edge][:, None]
-        e = np.where(kind == FEATURE_AB, ab, np.where(kind == FEATURE_AC, ac, ac - ab))
-        m = np.cross(e, n[on_edge])
-        m /= np.linalg.norm(m, axis=1, keepdims=True)
-        directions.append(m)
-        owners.append(np.flatnonzero(on_edge))
-    on_vertex = (features == FEATURE_A) | (features == FEATURE_B) | (features == FEATURE_C)
-    if on_vertex.any():
-        _, ab = mesh.surface.edges(ids[on_vertex])[:2]
-        t1 = ab / np.linalg.norm(ab, axis=1, keepdims=True)
-        directions += [t1, np.cross(n[on_vertex], t1)]
-        owners += [np.flatnonzero(on_vertex)] * 2
-    if sum(len(o) for o in owners) < 7:
+    if keep.sum() < 7:
         return None
-    owner = np.concatenate(owners)
-    u = np.concatenate(directions) @ S.R.T  # unit directions, ground-truth frame
     gk = g[keep]
     moved = S.apply(ev.closest[keep])
+    diff = moved - gk
+    u = unit[ev.face_ids[keep]] @ S.R.T
+    distance = ev.distances[keep]
+    off_face = (ev.features[keep] != FEATURE_FACE) & (distance > 0)
+    u[off_face] = diff[off_face] / distance[off_face, None]
     mu = gk.mean(axis=0)
-    arm = (moved - mu)[owner]
-    residual = np.einsum("ij,ij->i", u, (moved - gk)[owner])
+    arm = moved - mu
+    residual = np.einsum("ij,ij->i", u, diff)
     jacobian = np.concatenate((np.einsum("ij,ij->i", u, arm)[:, None], np.cross(arm, u), u), 1)
     if with_scale:
         x = _least_squares(jacobian, -residual)
@@ -459,9 +457,9 @@ def _feature_direction(mesh: PreparedMesh, g: np.ndarray, ev: _Evaluation, cutof
 
 def _refine_feature(mesh: PreparedMesh, g: np.ndarray, init: Similarity, *, max_iterations: int, tolerance: float,
                     max_correspondence_mm: float, with_scale: bool,
-                    warm_start_points: int | None = WARM_START_POINTS) -> tuple[Similarity, IcpInfo, np.ndarray]:
+                    warm_start: bool = True) -> tuple[Similarity, IcpInfo, np.ndarray]:
     """Minimize ``F(S) = Σ min(d(g, S(pred)), cut-off)²`` over similarities (or rigid motions) by
-    Gauss-Newton on exact point-to-feature residuals with a backtracking line search
+    Gauss-Newton on the exact point-to-surface distances with a backtracking line search
     (``final="feature"``).
 
     Each step: the direction of :func:`_feature_direction` at the current similarity; the step
@@ -473,28 +471,30 @@ def _refine_feature(mesh: PreparedMesh, g: np.ndarray, init: Similarity, *, max_
     minimum the iteration reached, not a point of a cycle: the same for any larger cap.
 
     Why not point-to-plane on the selected triangle (``final="exact"``): a scan point whose
-    closest point is on an edge or a vertex of the prediction (2–3 % of them on a face of 30k
-    vertices; all of them near a convex fold) gets the normal of whichever adjacent triangle the
-    BVH picks, so its residual underestimates its distance, its gradient points the wrong way, and
-    the pick flips between steps: that iteration's fixed points are not minima of ``F`` and it
-    stalls at steps of ~1e-6 (relative) instead of converging. The point-to-feature model is the
-    squared distance function of the triangle mesh itself (piecewise quadratic: to a plane, a line
-    or a point; Pottmann et al., "Geometry and convergence analysis of algorithms for registration
-    of 3D shapes", IJCV 2006) and does not depend on that pick.
+    closest point is on an edge or a vertex of the prediction (2–3 % of them on a smooth face of
+    30k vertices, ~15 % on a noisy one) gets the normal of whichever adjacent triangle the BVH
+    picks, so its residual underestimates its distance, its gradient points the wrong way, and the
+    pick flips between steps (~140 of 45k points per step): that iteration's fixed points are not
+    minima of ``F`` and it hovers at steps of 1e-6..1e-5 (relative) instead of converging. Here
+    each residual is the distance itself and its Jacobian the distance's exact gradient (the
+    direction to the closest point, which the pick does not change), so every step is a descent
+    step of ``F`` and the line search makes it one. A model with the exact piecewise-quadratic
+    squared distance (two residuals on an edge, three on a vertex; Pottmann et al., IJCV 2006) was
+    tried: the same minima, but 15-20 % more steps (too stiff on a rough prediction).
 
-    With more than ``warm_start_points`` scan points, the same iteration first converges on a
-    fixed-seed subset of that many, then continues on all of them (the stopping rule is the full
-    set's).
+    Warm start (``warm_start``): with more than :data:`WARM_START_ABOVE` scan points, the same
+    iteration first converges on a fixed-seed subset of :data:`WARM_START_POINTS` of them, then
+    continues on all of them (the stopping rule is the full set's).
 
     Returns:
         The similarity, :class:`IcpInfo` (``scale_steps``: steps taken on the full set) and the
         ``(N,)`` distances (ground-truth mm) of ``g`` at that similarity.
     """
     current = init
-    if warm_start_points is not None and len(g) > warm_start_points:
-        current = _refine_feature(mesh, _subsample(g, warm_start_points), init, max_iterations=max_iterations,
+    if warm_start and len(g) > WARM_START_ABOVE:
+        current = _refine_feature(mesh, _subsample(g, WARM_START_POINTS), init, max_iterations=max_iterations,
                                   tolerance=tolerance, max_correspondence_mm=max_correspondence_mm,
-                                  with_scale=with_scale, warm_start_points=None)[0]
+                                  with_scale=with_scale, warm_start=False)[0]
     ev = _evaluate(mesh, g, current, max_correspondence_mm)
     steps, converged = 0, False
     while steps < max_iterations:
@@ -754,10 +754,13 @@ def align_and_measure(pred_vertices, pred_faces, pred_landmarks, gt_vertices, gt
     lap("icp")
     gt_d = pred_idx = pred_d = None
     if params.direction in ("gt_to_pred", "symmetric"):
-        if icp_distances is not None and len(icp_distances) == len(kept):  # ICP ran on every kept vertex
-            gt_d = icp_distances
-        else:
+        if icp_distances is None:
             gt_d = mesh.surface.closest_points(similarity.inverse().apply(gt[kept]))[0] * similarity.s
+        else:  # the ICP's last evaluation is at this similarity: query only the points it did not use
+            gt_d = icp_distances
+            rest = np.flatnonzero(np.isnan(gt_d))
+            if len(rest):
+                gt_d[rest] = mesh.surface.closest_points(similarity.inverse().apply(gt[kept[rest]]))[0] * similarity.s
     if params.direction in ("pred_to_gt", "symmetric"):
         if gt_faces is None:
             raise AlignmentError(f"direction {params.direction!r} needs the ground-truth faces")

@@ -37,9 +37,9 @@ which no face-only prediction can bring near the paper's 2.2–2.9 mm); 1.1 stay
 The next version of every scan preset (``synthetic-scan`` and ``micc-95mm`` 1.2, the Table 3
 presets 1.3, ``now``/``now-metrical`` 1.1) replaces the exact final stage's point-to-plane steps,
 which stall ~1e-6 short of convergence so that the score depends on ``icp_max_iterations``, by
-Gauss-Newton on exact point-to-feature residuals with a line search (``icp_final="feature"``,
-:func:`facebench.benchmark.align._refine_feature`): it converges in a few steps to a minimum of
-the squared distances; the previous versions stay scoreable.
+Gauss-Newton on the exact point-to-surface distances with a line search (``icp_final="feature"``,
+:func:`facebench.benchmark.align._refine_feature`): it converges to a minimum of
+the squared distances (4–8 steps on smooth predictions); the previous versions stay scoreable.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Protocol:
         pose_metrics: report camera translation/rotation and reprojection errors when given.
         yaw_bins: |yaw| bin edges for per-bin aggregates.
         bootstrap_resamples, bootstrap_seed: percentile bootstrap of each mean (95% CI).
-        icp_final: last ICP stage, "feature" (Gauss-Newton on exact point-to-feature residuals
+        icp_final: last ICP stage, "feature" (Gauss-Newton on the exact point-to-surface distances
             with a line search, to convergence; the current scan presets), "exact" (point-to-plane
             steps on the selected triangle's normal; scan presets 1.1/1.2, now 1.0; the field's
             default, so that protocols written before "feature" keep their parameters) or "open3d"
@@ -202,8 +202,8 @@ SYNTHETIC_SCAN_1_1 = Protocol(
     pose_metrics=False,
 )
 
-#: The final ICP stage of the current scan presets: Gauss-Newton on exact point-to-feature
-#: residuals with a line search, to convergence (``benchmark/synthetic-scan.md``, "Versions").
+#: The final ICP stage of the current scan presets: Gauss-Newton on the exact point-to-surface
+#: distances with a line search, to convergence (``benchmark/synthetic-scan.md``, "Versions").
 _FEATURE_ICP = dict(icp_final="feature")
 
 SYNTHETIC_SCAN = dataclasses.replace(SYNTHETIC_SCAN_1_1, version="1.2", **_FEATURE_ICP)

@@ -144,11 +144,13 @@ class TriangleSurface:
         ``ab = b - a``, ``ac = c - a`` ``(F, 3)`` and the dot products ``ab·ab``, ``ab·ac``,
         ``ac·ac`` ``(F,)`` (float64)."""
         if self._edges is None:
-            v, f = self.vertices, self.faces
-            a = v[f[:, 0]]
-            ab, ac = v[f[:, 1]] - a, v[f[:, 2]] - a
-            self._edges = np.concatenate((a, ab, ac, _dot(ab, ab)[:, None], _dot(ab, ac)[:, None],
-                                          _dot(ac, ac)[:, None]), axis=1)  # (F, 12)
+            corners = self.vertices[self.faces]  # (F, 3 corners, 3)
+            table = np.empty((len(corners), 12))  # (F, 12): a, ab, ac, ab·ab, ab·ac, ac·ac
+            table[:, 0:3] = corners[:, 0]
+            ab = np.subtract(corners[:, 1], corners[:, 0], out=table[:, 3:6])
+            ac = np.subtract(corners[:, 2], corners[:, 0], out=table[:, 6:9])
+            table[:, 9], table[:, 10], table[:, 11] = _dot(ab, ab), _dot(ab, ac), _dot(ac, ac)
+            self._edges = table
         rows = self._edges if face_ids is None else self._edges[face_ids]
         return rows[:, 0:3], rows[:, 3:6], rows[:, 6:9], rows[:, 9], rows[:, 10], rows[:, 11]
 
@@ -157,8 +159,11 @@ class TriangleSurface:
         whether each triangle has one (False for zero-area triangles, whose row is not a unit vector)."""
         if self._normals is None:
             _, ab, ac = self.edges()[:3]
-            normals = np.cross(ab, ac)
-            length = np.linalg.norm(normals, axis=1)
+            normals = np.empty_like(ab)  # ab × ac, by columns (np.cross copies to move axes)
+            normals[:, 0] = ab[:, 1] * ac[:, 2] - ab[:, 2] * ac[:, 1]
+            normals[:, 1] = ab[:, 2] * ac[:, 0] - ab[:, 0] * ac[:, 2]
+            normals[:, 2] = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+            length = np.sqrt(_dot(normals, normals))
             ok = length > 0
             normals[ok] /= length[ok, None]
             self._normals = (normals, ok)
