@@ -103,8 +103,9 @@ ARMIJO = 1e-4
 #: iteration first converges on a fixed-seed subset of ``WARM_START_POINTS`` of them, then on all of
 #: them; the stopping rule is the full set's, so the result is a minimum of the full objective
 #: either way. Measured on the 5 scans of ``perf/bench_scan_protocol.py`` (points queried, the cost):
-#: ``now`` (~45k points, every cropped vertex) 293k with it against 364k without (5.0 against 6.6
-#: full-set steps); 5,000 ICP points 34.6k with it against 32.0k without, hence the threshold.
+#: ``now`` (~45k points, every cropped vertex) 225k with it against 286k without (3.2 against 5.0
+#: full-set steps); with 5,000 ICP points a 1,000-point warm start cost more than it saved (34.6k
+#: against 32.0k points in a trial), hence the threshold.
 WARM_START_POINTS = 1000
 WARM_START_ABOVE = 10_000
 
