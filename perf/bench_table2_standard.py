@@ -64,11 +64,11 @@ def measure(seconds: float) -> None:
         regressor = Regressor(model, encoder="small", image_size=(size, size))
         optimizer = torch.optim.Adam(regressor.parameters(), lr=1e-4)
         images = torch.rand(batch, 3, size, size, generator=generator)
-        x = torch.as_tensor(model.mean, dtype=torch.float32)[None].repeat(batch, 1, 1)
+        x = torch.as_tensor(model.mean.copy(), dtype=torch.float32)[None].repeat(batch, 1, 1)
         q = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).repeat(batch, 1)
         t = torch.tensor([[0.0, 0.0, 800.0]]).repeat(batch, 1)
         K = torch.tensor([[size * 2.0, 0, size / 2], [0, size * 2.0, size / 2], [0, 0, 1]])
-        params = {"views": 2, "generator": generator} if loss == "mrl" else {}
+        params = {"n_views": 2, "generator": generator} if loss == "mrl" else {}
         if loss == "coarse":
             params = {"alpha": 1.0}
         if loss == "xqt":
