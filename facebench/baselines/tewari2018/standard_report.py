@@ -13,7 +13,9 @@ and the reference rows ``OUT/oracle/oracle.csv`` and writes, for each experiment
   final levels, oracle lines), ``corrective_spaces.png``, ``ablation.png``, ``reflectance.png``
   (both readings of the global shift, the paper's 0.072), ``curves.png`` (validation curves of
   every run, the plateau rule's stops) and ``schedule.png`` (stage 1 with AdaDelta as printed vs
-  scaled vs Adam) when the schedule check ran.
+  scaled vs Adam) when the schedule check ran;
+- ``OUT/diagnostics/``: gradient norms per loss term, energy per corrective mode and renderings of
+  the corrective offsets of the first seed's full model (:mod:`facebench.baselines.tewari2018.diagnostics`).
 
 Metric units: photometric and reflectance errors in linear RGB [0, 1] (mean per-pixel Euclidean
 distance over the face mask); shape errors and offsets in mm (mean per-vertex distance, head frame).
@@ -392,4 +394,25 @@ def write_report(s, experiments, seeds, data, reference: pd.DataFrame,
     schedule = plot_schedule(out, out / "schedule.png")
     if schedule is not None:
         files["schedule"] = schedule
+    files.update(_diagnostics(s, seeds, data, on_stage))
     return files
+
+
+def _diagnostics(s, seeds, data, on_stage) -> dict[str, Path]:
+    """:func:`~facebench.baselines.tewari2018.diagnostics.write_diagnostics` of the first seed's
+    full model (``OUT/diagnostics/``), once."""
+    from facebench.baselines.tewari2018.diagnostics import write_diagnostics
+    from facebench.leaderboard.seeds import seed_folder
+
+    out = Path(s.out)
+    name = _top(s.counts)
+    run = seed_folder(out, seeds[0]) / "runs" / name
+    folder = out / "diagnostics"
+    if not (run / "done.json").is_file():
+        return {}
+    if (folder / "mode_energy.csv").is_file():
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".png")}
+    if on_stage is not None:
+        on_stage(f"diagnostics of seed {seeds[0]}'s {name} in {folder}")
+    return write_diagnostics(run / "model.pt", data["train"], data["test"], folder, name=f"{name}, seed {seeds[0]}",
+                             device=s.device)
