@@ -424,22 +424,31 @@ def _feature_direction(mesh: PreparedMesh, g: np.ndarray, ev: _Evaluation, cutof
     a small similarity changes ``d`` by ``u · δS(c)`` (envelope theorem: the closest point's own
     motion along the surface does not count), linearized in ``(σ, ω, τ)`` as in
     :func:`_similarity_step`: the Jacobian is the exact gradient of each distance, so ``-slope`` is
-    the exact decrease rate of ``Σ d²`` along the direction. Pairs beyond the cut-off, or on a
+    the exact decrease rate of ``Σ d²`` along the direction. Pairs beyond the cut-off, or inside a
     zero-area triangle, give no residual. Returns None with fewer than 7 residuals.
     """
     S = ev.similarity
-    keep = ev.distances <= cutoff
-    unit, has_normal = mesh.surface.face_normals()
-    keep &= has_normal[ev.face_ids] & (ev.features >= 0)
-    if keep.sum() < 7:
+    keep = np.flatnonzero((ev.distances <= cutoff) & (ev.features >= 0))
+    distance = ev.distances[keep]
+    moved = S.apply(ev.closest[keep])
+    diff = moved - g[keep]
+    u = np.empty_like(diff)
+    along = (ev.features[keep] != FEATURE_FACE) & (distance > 0)  # off a face: toward the closest point
+    u[along] = diff[along] / distance[along, None]
+    normal = np.flatnonzero(~along)  # inside a face (or on it): the triangle's normal, signed
+    if len(normal):
+        _, ab, ac = mesh.surface.edges(ev.face_ids[keep[normal]])[:3]
+        n = np.cross(ab, ac)
+        length = np.sqrt(np.einsum("ij,ij->i", n, n))
+        area = length > 0
+        u[normal[area]] = (n[area] / length[area, None]) @ S.R.T
+        if not area.all():  # zero-area triangles: no normal, no residual
+            rows = np.ones(len(keep), dtype=bool)
+            rows[normal[~area]] = False
+            keep, u, moved, diff = keep[rows], u[rows], moved[rows], diff[rows]
+    if len(keep) < 7:
         return None
     gk = g[keep]
-    moved = S.apply(ev.closest[keep])
-    diff = moved - gk
-    u = unit[ev.face_ids[keep]] @ S.R.T
-    distance = ev.distances[keep]
-    off_face = (ev.features[keep] != FEATURE_FACE) & (distance > 0)
-    u[off_face] = diff[off_face] / distance[off_face, None]
     mu = gk.mean(axis=0)
     arm = moved - mu
     residual = np.einsum("ij,ij->i", u, diff)
