@@ -254,25 +254,30 @@ def bench_case(name: str, scans: list, params, repeats: int, brute_points: int) 
     # ICP algebra), for as many queries as the protocol makes (ICP steps x ICP points + distances)
     vertices, faces = scan["pred_vertices"], scan["pred_faces"]
     origin = vertices.mean(axis=0)
-    builds, queries = [], []
+    builds, queries, floor_cpu = [], [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(np.ascontiguousarray(vertices - origin, dtype=np.float32)),
                             o3d.core.Tensor(np.ascontiguousarray(faces, dtype=np.uint32)))
         scene.compute_closest_points(o3d.core.Tensor(np.zeros((1, 3), dtype=np.float32)))
         builds.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        build_cpu = time.process_time() - cpu_start
+        start, cpu_start = time.perf_counter(), time.process_time()
         scene.compute_closest_points(o3d.core.Tensor(np.ascontiguousarray(points - origin, dtype=np.float32)))
         queries.append(time.perf_counter() - start)
+        floor_cpu.append((build_cpu, time.process_time() - cpu_start))
     build_s, query_s = float(np.median(builds)), float(np.median(queries))
     n_queries = int(np.median(queried))
     floor_s = build_s + query_s * n_queries / len(points)
+    floor_cpu_s = float(np.median([b + q * n_queries / len(points) for b, q in floor_cpu]))
     print(f"\nsame-run references on {len(points)} cropped points (prediction frame):")
     print(f"  open3d BVH build alone     {1000 * build_s:9.1f} ms   (our prepare x{np.median(phases['prepare']) / build_s:.2f})")
     print(f"  open3d queries alone       {1000 * query_s:9.1f} ms   (our distance phase x{distance_s / query_s:.2f})")
     print(f"  open3d floor, whole scan   {1000 * floor_s:9.1f} ms   build + {n_queries} query points (the median "
           f"call's count: ICP and distances); our whole scan x{total_s / floor_s:.2f}")
+    print(f"  open3d floor, CPU          {1000 * floor_cpu_s:9.1f} ms   (process time, same count); our whole scan's "
+          f"CPU x{np.median(cpu) / floor_cpu_s:.2f}")
     if brute_points:
         subset = np.random.default_rng(0).choice(len(points), size=min(brute_points, len(points)), replace=False)
         start = time.perf_counter()
