@@ -64,10 +64,11 @@ __all__ = ["STANDARD", "PLATEAU_METRICS", "ROWS", "StandardSettings", "StandardR
 
 #: The standard mode's defaults (chosen by measuring: baselines/ramon2019.md, "Standard mode").
 STANDARD: dict[str, Any] = {"train": 400, "size": 32, "encoder": "small", "batch": 16, "lr": 3e-4,
-                            "max_epochs": 20, "window": 3, "delta": 0.02, "min_epochs": 6,
+                            "max_epochs": 20, "window": 4, "delta": 0.01, "min_epochs": 12,
                             "trials": 4, "search_epochs": 8, "images_per_subject": 4}
 #: The validation metrics whose plateau stops a training (all of them must have plateaued): shape
-#: alone stopped Coarse at its mean-face plateau while its pose was still learning (measured).
+#: alone stopped Coarse at its mean-face plateau while its pose was still learning, and windows of
+#: 3 epochs with 2 % and 6 epochs at least stopped it after 6–7 noisy epochs (measured; card).
 PLATEAU_METRICS = ("val_shape_mm", "val_reprojection_px")
 #: Rows of Table 2 in the standard mode: name -> (loss, weighting). Weighting ``unit`` (every
 #: weight 1), ``scale`` (scale-compensating), ``search`` (Bayesian search), ``""`` (no weights).
