@@ -4,15 +4,20 @@ Renders 224×224 images of a ~60k-triangle displaced grid shaped like the front 
 (150 × 190 mm, nose bump) at 600 mm, focal 750 px, B poses with yaw in [-45°, 45°], and prints
 images/s of ``rasterize`` + ``interpolate`` (3 channels) on the CPU with 1 and 2 torch threads
 (with and without back-face culling; the gradient-free passes run in the C kernel of
-:mod:`facebench.render.native`, on one thread) and the pure-torch passes alone
-(``FACEBENCH_NATIVE=0``, same bits) and, as same-run references, Mesa's OpenGL software renderer
-(llvmpipe, with its default of one rendering thread per core) through moderngl and headless EGL
-(``pip install -e ".[bench]"`` plus Debian's ``libegl1 libgl1-mesa-dri``; the line is skipped
-with the reason where either is missing) and an open3d ``RaycastingScene`` render of the same
-images (scene build + one ray per pixel centre). Two phases: ``idle`` (no load of our own; the
-load average shows the machine's) and ``loaded`` (one busy process per usable core, started by
-this script); within a phase the lines are measured in interleaved rounds, so ratios compare
-like with like. CUDA lines when available.
+:mod:`facebench.render.native`, on one thread), with one process per core of one thread each
+(the thread policy's parallelism, each rendering its share of the batch) and the pure-torch
+passes alone (``FACEBENCH_NATIVE=0``, same bits) and, as same-run references, Mesa's OpenGL
+software renderer (llvmpipe) through moderngl and headless EGL, with its default of one
+rendering thread per core and, in a child process, with ``LP_NUM_THREADS=0`` (everything on one
+thread, like facebench's default) (``pip install -e ".[bench]"`` plus Debian's ``libegl1
+libgl1-mesa-dri``; the lines are skipped with the reason where either is missing), and an open3d
+``RaycastingScene`` render of the same images (scene build + one ray per pixel centre). Two
+phases: ``idle`` (no load of our own; the load average shows the machine's) and ``loaded`` (one
+busy process per usable core, started by this script); within a phase the lines are measured in
+interleaved rounds, so ratios compare like with like. On a machine shared with other work, a
+process gets CPU time in proportion to its runnable threads: llvmpipe's default (a thread per
+core plus the calling thread) then takes a larger share than a one-thread process, which the
+one-thread llvmpipe line shows. CUDA lines when available.
 
     python perf/bench_render.py [--batch 16] [--seconds 3] [--rounds 2] [--phases idle,loaded]
 """
@@ -181,6 +186,70 @@ def moderngl_render(cam: torch.Tensor, faces: np.ndarray, K: np.ndarray):
     return run
 
 
+def _child(conn, kind: str, env: dict, lo: int, hi: int, batch: int) -> None:  # pragma: no cover - child process
+    """A line measured in a child process: renders images ``lo:hi`` of the batch, then answers
+    every ``seconds`` it receives with its median per-call images/s (None ends it)."""
+    os.environ.update(env)
+    torch.set_num_threads(1)
+    try:
+        vertices, faces_np = head_grid()
+        cam = camera_vertices(vertices, batch)[lo:hi]
+        K = cv.intrinsics(FOCAL, SIZE)
+        if kind == "facebench":
+            fn = torch_render(cam, torch.tensor(faces_np), K, False)
+        else:
+            fn = moderngl_render(cam, faces_np, K)
+    except Exception as error:  # no EGL in the child: reported by the parent
+        conn.send(f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+        return
+    conn.send("ready")
+    while (seconds := conn.recv()) is not None:
+        conn.send(rate(fn, hi - lo, seconds).median)
+
+
+class ChildLine:
+    """``processes`` child processes (spawned, one torch thread each) rendering a share of the batch
+    each; calling it measures them all at once and returns the summed images/s."""
+
+    def __init__(self, kind: str, processes: int, batch: int, env: dict | None = None):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        bounds = np.linspace(0, batch, processes + 1).round().astype(int)
+        self.conns, self.procs = [], []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            parent, child = context.Pipe()
+            proc = context.Process(target=_child, args=(child, kind, env or {}, int(lo), int(hi), batch), daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        for conn in self.conns:
+            answer = conn.recv()
+            if answer != "ready":
+                self.close()
+                raise RuntimeError(answer)
+
+    def __call__(self, seconds: float) -> float:
+        for conn in self.conns:
+            conn.send(seconds)
+        return sum(conn.recv() for conn in self.conns)
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+
+
+MGL = "moderngl (Mesa llvmpipe via EGL, default threads)"
+MGL_ONE = "moderngl, LP_NUM_THREADS=0 (one thread, child process)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -198,17 +267,29 @@ def main() -> None:
           f"batch {args.batch}, coverage {coverage:.2f}")
     reason = native.unavailable_reason()
     print("C kernel: " + (f"unavailable ({reason}): the facebench lines run the torch passes" if reason else "available"))
-    runs = {}
+    runs = {}  # name -> (torch threads or None, function of seconds -> images/s)
+    batch = args.batch
+
+    def here(fn):
+        return lambda seconds: rate(fn, batch, seconds).median
+
     for threads in (1, 2):
         for cull in (False, True):
-            runs[f"facebench CPU, {threads} thread(s), cull_backfaces={cull}"] = (threads, torch_render(cam, faces, K, cull))
-    runs["torch passes only (FACEBENCH_NATIVE=0), 1 thread"] = (1, torch_render(cam, faces, K, False, kernel=False))
-    try:
-        runs["moderngl (Mesa llvmpipe via EGL)"] = (None, moderngl_render(cam, faces_np, K))
+            runs[f"facebench CPU, {threads} thread(s), cull_backfaces={cull}"] = (threads, here(torch_render(cam, faces, K, cull)))
+    cores = usable_cores()
+    children = []
+    if cores > 1:  # the thread policy's parallelism: worker processes of one thread each
+        children.append(ChildLine("facebench", cores, batch))
+        runs[f"facebench CPU, {cores} processes x 1 thread"] = (None, children[-1])
+    runs["torch passes only (FACEBENCH_NATIVE=0), 1 thread"] = (1, here(torch_render(cam, faces, K, False, kernel=False)))
+    try:  # in a child: llvmpipe reads LP_NUM_THREADS once per process
+        children.append(ChildLine("moderngl", 1, batch, {"LP_NUM_THREADS": "0"}))
+        runs[MGL_ONE] = (None, children[-1])
+        runs[MGL] = (None, here(moderngl_render(cam, faces_np, K)))
     except Exception as error:  # ImportError, or no EGL display/driver
-        print(f"moderngl line skipped: {type(error).__name__}: {str(error).strip().splitlines()[0]}")
+        print(f"moderngl lines skipped: {type(error).__name__}: {str(error).strip().splitlines()[0]}")
     try:
-        runs["open3d RaycastingScene (build + cast per image)"] = (None, open3d_render(cam, faces_np, K))
+        runs["open3d RaycastingScene (build + cast per image)"] = (None, here(open3d_render(cam, faces_np, K)))
     except ImportError:
         print("open3d not installed: no open3d line")
     for phase in args.phases.split(","):
@@ -218,22 +299,24 @@ def main() -> None:
                   "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             medians: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.rounds):  # interleaved: every line sees the same load
-                for name, (threads, fn) in runs.items():
+                for name, (threads, measure) in runs.items():
                     torch.set_num_threads(threads or 1)
-                    medians[name].append(rate(fn, args.batch, args.seconds / args.rounds).median)
-            for name, values in medians.items():
-                print(f"{name:<52} {statistics.median(values):7.1f} images/s (median of per-call rates)")
-            mgl = medians.get("moderngl (Mesa llvmpipe via EGL)")
-            if mgl:
-                default = statistics.median(medians["facebench CPU, 1 thread(s), cull_backfaces=False"])
-                best = max(statistics.median(v) for k, v in medians.items() if k.startswith("facebench"))
-                torch_only = statistics.median(medians["torch passes only (FACEBENCH_NATIVE=0), 1 thread"])
-                print(f"ratio facebench (1 thread, the default) / moderngl: {default / statistics.median(mgl):.2f}; "
-                      f"best facebench / moderngl: {best / statistics.median(mgl):.2f}; "
-                      f"torch passes only / moderngl: {torch_only / statistics.median(mgl):.2f}")
+                    medians[name].append(measure(args.seconds / args.rounds))
+            value = {name: statistics.median(values) for name, values in medians.items()}
+            for name, images in value.items():
+                print(f"{name:<60} {images:7.1f} images/s (median of per-call rates)")
+            if MGL in value:
+                default = value["facebench CPU, 1 thread(s), cull_backfaces=False"]
+                best = max(v for k, v in value.items() if k.startswith("facebench"))
+                print(f"ratio facebench (1 thread, the default) / moderngl: {default / value[MGL]:.2f}; "
+                      f"/ moderngl on one thread: {default / value[MGL_ONE]:.2f}; "
+                      f"best facebench / moderngl: {best / value[MGL]:.2f}; "
+                      f"torch passes only / moderngl: {value['torch passes only (FACEBENCH_NATIVE=0), 1 thread'] / value[MGL]:.2f}")
             print(f"load average after: {os.getloadavg()[0]:.2f}")
         finally:
             stop_load(procs)
+    for child in children:
+        child.close()
     if torch.cuda.is_available():
         cam_gpu, faces_gpu = cam.cuda(), faces.cuda()
         for cull in (True, False):
