@@ -11,7 +11,8 @@ rounds (median wall seconds, and the median CPU seconds of the child: user + sys
 - ``import open3d``: what scan protocols add (closest points on triangles);
 - ``import torch``: what the shared ``--threads`` option costs today (``facebench/threads.py``
   imports torch in ``apply_threads``, before any command runs);
-- ``facebench score --protocol synthetic`` and ``--protocol synthetic-scan`` on the 5 samples.
+- ``facebench score --protocol synthetic`` and ``--protocol synthetic-scan`` on the 5 samples, and
+  ``--protocol synthetic-scan@1.1`` (the previous final ICP stage) as a same-run reference.
 
 Then one ``python3 -X importtime -m facebench score ... --protocol synthetic-scan`` run lists the
 heavy packages that score imported (cumulative import seconds of each) and the summary's own
@@ -91,16 +92,17 @@ def main() -> None:
             "import torch": [py, "-c", "import torch"],
             "score synthetic (5 samples)": score + ["--protocol", "synthetic", "--out", "r1"],
             "score synthetic-scan (5 samples)": score + ["--protocol", "synthetic-scan", "--out", "r2"],
+            "score synthetic-scan@1.1 (5 samples)": score + ["--protocol", "synthetic-scan@1.1", "--out", "r4"],
         }
         print(f"{os.cpu_count()} cores, load average {load()} at the start; {args.repeats} rounds, interleaved")
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(args.repeats):
             for name, command in commands.items():
                 times[name].append(run(command, work))
-        print(f"\n{'command':<36} {'wall s':>8} {'CPU s':>8}   (medians)")
+        print(f"\n{'command':<40} {'wall s':>8} {'CPU s':>8}   (medians)")
         for name, values in times.items():
             wall, cpu = np.median([v[0] for v in values]), np.median([v[1] for v in values])
-            print(f"{name:<36} {wall:8.2f} {cpu:8.2f}")
+            print(f"{name:<40} {wall:8.2f} {cpu:8.2f}")
 
         done = subprocess.run([py, "-X", "importtime", "-m", "facebench"] + score[3:]
                               + ["--protocol", "synthetic-scan", "--out", "r3"],
