@@ -312,7 +312,7 @@ def oracle_rows(s: StandardSettings, data: dict[str, Path], on_stage: Stage | No
     gt_image, mask = torch.cat(gt_images), torch.cat(masks)
 
     def refl_errors(colors: np.ndarray) -> dict[str, np.ndarray]:
-        c = torch.as_tensor(colors.reshape(len(test), V, 3), dtype=torch.float32).clamp(0, 1)
+        c = torch.tensor(np.array(colors, np.float32).reshape(len(test), V, 3)).clamp(0, 1)
         out = {"add": [], "gain": []}
         for start in range(0, len(test), 16):
             image, _ = _render_colors(model, c[start:start + 16], q, t, K, size)
@@ -348,7 +348,7 @@ def oracle_rows(s: StandardSettings, data: dict[str, Path], on_stage: Stage | No
 # ---------------------------------------------------------------------------------------- training
 def _train_config(s: StandardSettings, data, out: Path, *, pretrain: bool, iters: int, model_changes: dict,
                   weights: dict, init_from: Path | None, seed: int, resume: bool, name: str,
-                  optimizer: str | None = None, lr_scale: float | None = None):
+                  optimizer: str | None = None, lr_scale: float | None = None, corrective_mult: float | None = None):
     from facebench.baselines.tewari2018.model import MultiLevelConfig
     from facebench.baselines.tewari2018.training import MultiLevelTrainConfig
 
@@ -361,7 +361,8 @@ def _train_config(s: StandardSettings, data, out: Path, *, pretrain: bool, iters
         pretrain_iters=iters if pretrain else 0, finetune_iters=0 if pretrain else iters, batch=s.batch,
         optimizer=optimizer, lr_scale=s.lr_scale if lr_scale is None else lr_scale, lr_pretrain=s.lr_pretrain,
         adam_fused=optimizer == "adam" and s.device == "cpu",
-        corrective_weight_lr_mult=s.corrective_weight_lr_mult if optimizer == "adam" else 1.0,
+        corrective_weight_lr_mult=(corrective_mult if corrective_mult is not None
+                                   else s.corrective_weight_lr_mult if optimizer == "adam" else 1.0),
         weights=dict(weights), device=s.device, seed=seed, threads=s.threads, eval_every=0,
         checkpoint_every=every, log_every=max(every // 5, 1), val_limit=None, resume=resume,
         overwrite=not resume, init_from=None if resume else init_from, method=f"tewari2018-{name}")
@@ -390,7 +391,7 @@ def _stop_reason(history: list[dict], level: str, done: int, *, patience: int, t
 def train_run(s: StandardSettings, data, out: Path, *, pretrain: bool, seed: int, model_changes: dict | None = None,
               weights: dict | None = None, init_from: Path | None = None, name: str = "", on_step: Step | None = None,
               optimizer: str | None = None, lr_scale: float | None = None, max_iters: int | None = None,
-              rule: bool = True) -> dict:
+              rule: bool = True, corrective_mult: float | None = None) -> dict:
     """Train one run to the plateau rule in chunks (module docstring); resumes a partial run and
     returns the ``done.json`` of a finished one at once (``iterations``, ``reason``, ``curve``)."""
     from facebench.baselines.tewari2018.evaluations import _drop_optimizer
@@ -416,7 +417,7 @@ def train_run(s: StandardSettings, data, out: Path, *, pretrain: bool, seed: int
         target = min(done + every, high)
         config = _train_config(s, data, out, pretrain=pretrain, iters=target, model_changes=model_changes or {},
                                weights=weights or {}, init_from=init_from, seed=seed, resume=done > 0, name=name,
-                               optimizer=optimizer, lr_scale=lr_scale)
+                               optimizer=optimizer, lr_scale=lr_scale, corrective_mult=corrective_mult)
         result = train_multilevel(config, on_step)
         done, history = result.iterations_done, result.history
     iterations, values = _val_curve(history, f"val_photo_{level}")
@@ -562,6 +563,7 @@ def run_standard(s: StandardSettings, experiments=EXPERIMENTS, *, overwrite: boo
                       f"{frame['shape_final_mm'].mean():.3f} mm, reflectance {frame['refl_final_add'].mean():.4f}")
         if schedule and s.schedule_iters > 0:
             schedule_runs(s, data, on_stage=stage, on_step=on_step)
+            printed_schedule_run(s, data, albedo, on_stage=stage, on_step=on_step)
         files = write_report(s, experiments, seeds, data, reference, on_stage=stage)
         files["summary"] = write_json({"experiments": list(experiments), "seeds": seeds, "settings": s.values,
                                        "seconds_this_call": time.perf_counter() - started,
@@ -572,7 +574,8 @@ def run_standard(s: StandardSettings, experiments=EXPERIMENTS, *, overwrite: boo
         torch.set_num_threads(threads_before)
 
 
-#: The schedule check (seed 0, stage 1 only): the supplement's AdaDelta at its printed rate, the
+#: The schedule check (first seed, stage 1 only, then :func:`printed_schedule_run` for both stages):
+#: the supplement's AdaDelta at its printed rate, the
 #: same with every rate ×300 (facebench's AdaDelta default), the Adam the standard runs use (stage-1
 #: rate 0.01 × 0.1) and that Adam at the stage-2 base rate (0.001 × 0.1, the quick mode's stage 1).
 SCHEDULES = {"adadelta-printed": ("adadelta", 1.0, None), "adadelta-x300": ("adadelta", 300.0, None),
@@ -597,3 +600,26 @@ def schedule_runs(s: StandardSettings, data, *, on_stage: Stage | None = None, o
             out[name] = {"iterations": None, "reason": f"diverged: {error}", "curve": {"iteration": [], "val": []}}
             write_json(out[name], folder / "done.json")
     return out
+
+
+def printed_schedule_run(s: StandardSettings, data, albedo: np.ndarray, *, on_stage: Stage | None = None,
+                         on_step: Step | None = None) -> pd.DataFrame:
+    """The supplement's whole schedule for the first seed, as printed: stage 1 with AdaDelta at the
+    printed 0.01, then the top-C affine run with AdaDelta at the printed per-branch rates (0.001 /
+    0.005 / 0.01) and the corrective matrices × 100, both to the same plateau rule and caps as the
+    standard runs, in ``OUT/schedule-printed/``; its per-image evaluation
+    (``OUT/schedule-printed/eval/C{top}.csv``) to compare with the first seed's Adam run."""
+    stage = on_stage or (lambda _m: None)
+    folder = Path(s.out) / "schedule-printed"
+    pretrain = folder / "runs" / "pretrain"
+    stage(f"printed schedule (AdaDelta, rates as printed): stage 1 in {pretrain}")
+    train_run(s, data, pretrain, pretrain=True, seed=s.seed, name="printed-pretrain", on_step=on_step,
+              optimizer="adadelta", lr_scale=1.0)
+    name = _top(s.counts)
+    model_changes, weights = run_spec(name, s.counts)
+    run = folder / "runs" / name
+    stage(f"printed schedule: {name} in {run}")
+    train_run(s, data, run, pretrain=False, seed=s.seed, model_changes=model_changes, weights=weights,
+              init_from=pretrain / "model.pt", name=f"printed-{name}", on_step=on_step, optimizer="adadelta",
+              lr_scale=1.0, corrective_mult=100.0)
+    return evaluate_run(run / "model.pt", data["test"], albedo, folder / "eval" / f"{name}.csv", device=s.device)

@@ -158,6 +158,9 @@ def _pairs(experiment: str, counts) -> list[tuple[str, str, str, str]]:
             if c > 0:
                 out += [(f"C{c}", "C0", m, m) for m in ("photo_final", "photo_base", "shape_final_mm", "shape_base_mm",
                                                          "refl_final_add")]
+        for c in counts:
+            if 0 < c < max(counts):
+                out += [(full, f"C{c}", m, m) for m in ("photo_final", "shape_final_mm")]
         return out
     if experiment == "corrective-spaces":
         return [(k, full, m, m) for k in ("relu1", "relu2") for m in ("photo_final", "shape_final_mm", "refl_final_add")]
@@ -388,6 +391,10 @@ def write_report(s, experiments, seeds, data, reference: pd.DataFrame,
                                               ("refl_offset", "reflectance corrective offset (RGB)")))
         else:
             files[f"{key}_plot"] = plot_reflectance(table, out / "reflectance.png", f"C{max(counts)}")
+    printed = _printed_schedule(out, seeds, counts, reference)
+    if printed is not None:
+        files["schedule_table"] = write_csv(printed[0], out / "schedule.csv")
+        comparison_frames.append(printed[1])
     frame = pd.concat(comparison_frames, ignore_index=True) if comparison_frames else pd.DataFrame()
     files["comparisons"] = write_csv(frame, out / "comparisons.csv")
     files["curves"] = plot_curves(out, seeds, names, out / "curves.png")
@@ -396,6 +403,37 @@ def write_report(s, experiments, seeds, data, reference: pd.DataFrame,
         files["schedule"] = schedule
     files.update(_diagnostics(s, seeds, data, on_stage))
     return files
+
+
+def _printed_schedule(out: Path, seeds, counts, reference: pd.DataFrame):
+    """``(table, comparisons)`` of the first seed's top-C run trained with Adam (the standard runs)
+    and with the supplement's AdaDelta as printed (``OUT/schedule-printed``), or None before both exist."""
+    from facebench.leaderboard.seeds import seed_folder
+
+    name = f"C{max(counts)}"
+    paths = {"adam (standard)": seed_folder(out, seeds[0]) / "eval" / f"{name}.csv",
+             "adadelta as printed": out / "schedule-printed" / "eval" / f"{name}.csv"}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    groups = reference["subject"].to_numpy()
+    values = {k: pd.read_csv(p, dtype={"id": str}) for k, p in paths.items()}
+    rows = []
+    for label, frame in values.items():
+        run = (seed_folder(out, seeds[0]) / "runs" / name) if label.startswith("adam") else \
+            (out / "schedule-printed" / "runs" / name)
+        info = json.loads((run / "done.json").read_text())
+        rows.append({"row": label, "kind": "model",
+                     **_ci_columns({m: frame[m].to_numpy(np.float64)[None] for m in METRICS}, groups, METRICS),
+                     "n_seeds": 1, "n_images": len(frame), "iterations": info["iterations"], "stops": info["reason"]})
+    a, b = values["adadelta as printed"], values["adam (standard)"]
+    comparison = []
+    for m in ("photo_base", "photo_final", "shape_final_mm", "refl_final_add"):
+        mean, lo, hi = seeds_images_ci((a[m] - b[m]).to_numpy(np.float64)[None], groups)
+        comparison.append({"experiment": "schedule", "a": f"adadelta-printed {name}:{m}", "b": f"adam {name}:{m}",
+                           "diff": mean, "lo": lo, "hi": hi,
+                           "verdict": "a lower" if hi < 0 else "a higher" if lo > 0 else "not resolved",
+                           "n_seeds": 1, "n_images": len(a)})
+    return pd.DataFrame(rows), pd.DataFrame(comparison)
 
 
 def _diagnostics(s, seeds, data, on_stage) -> dict[str, Path]:
