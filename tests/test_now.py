@@ -189,6 +189,13 @@ def test_final_stage_stops_at_a_minimum_whatever_the_cap(model, asymmetric, dens
         return out
 
     assert lowest_neighbour(found) > 0.0  # measured +5e-6: a minimum
+    # the scoring path reuses the ICP subset's last distances: equal to a fresh query at the result
+    from facebench.benchmark.align import ScanAlignmentParams
+
+    params = ScanAlignmentParams(icp_max_points=5000)
+    result = align_and_measure(moved.apply(pred), f, moved.apply(pred[li]), dense[0], dense[1], v[li], params)
+    fresh = mesh.surface.closest_points(result.similarity.inverse().apply(dense[0]))[0] * result.similarity.s
+    assert len(result.gt_distances) == len(dense[0]) > 5000 and np.array_equal(result.gt_distances, fresh)
     stalled, _ = _refine_exact(mesh, g, init, max_iterations=50, **kw)
     assert _evaluate(mesh, g, stalled, 10.0).objective > best.objective  # measured 0.34 % above
     assert lowest_neighbour(stalled) < 0.0  # measured -1.2e-4: not a minimum
