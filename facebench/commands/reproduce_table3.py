@@ -25,7 +25,7 @@ from facebench.commands.threads_option import threads_option
               help="Run folders: model.pt (last epoch) or best.pt (lowest validation shape error).")
 @click.option("--no-95mm", "no_extra", is_flag=True, help="Skip the extra micc-95mm column.")
 @click.option("--protocol-version", default=None, metavar="VERSION",
-              help="Version of micc-ramon2019 / facewarehouse-ramon2019 (default: the current one, 1.2: the face "
+              help="Version of micc-ramon2019 / facewarehouse-ramon2019 (default: the current one, 1.3: the face "
                    "region, scan vertices within 95 mm of the scan's nose tip; 1.1: every scan vertex).")
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
               help="The runs' face model file, for models read from a file (not needed for the procedural one).")
@@ -37,7 +37,7 @@ from facebench.commands.threads_option import threads_option
 def table3_command(micc, facewarehouse, runs, named, out, checkpoint, no_extra, protocol_version, model_path, device,
                    batch, seed, seeds) -> None:
     """Ramon et al. 2019 Table 3: predict with each run on MICC / FaceWarehouse, score under
-    micc-ramon2019 / facewarehouse-ramon2019 (version 1.2 by default: the face region within 95 mm
+    micc-ramon2019 / facewarehouse-ramon2019 (version 1.3 by default: the face region within 95 mm
     of the scan's nose tip; --protocol-version 1.1 for the whole scan) and micc-95mm; write
     table3.csv and table3.png. With --seeds N, the runs of each seed come from --runs DIR/seed<S>/."""
     from facebench.baselines.ramon2019.table3 import (

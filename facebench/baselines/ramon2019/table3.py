@@ -12,7 +12,7 @@ folders written by ``facebench train regressor|multilevel`` (``config.json`` and
    the run's face model via :mod:`facebench.benchmark.landmark_sets`); a given submission is used
    as is, on the datasets whose ids it holds;
 2. ``results/NAME/PROTOCOL/``: ``summary.json``, ``per_sample.csv``, ``per_vertex.npz`` under
-   ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3; their current version, 1.2: the
+   ``micc-ramon2019`` and ``facewarehouse-ramon2019`` (Table 3; their current version, 1.3: the
    face region, scan vertices within 95 mm of the scan's nose tip; ``protocol_version="1.1"``
    scores the whole scan as before, see :func:`table3_protocols`) and, unless ``extra=False``,
    ``micc-95mm`` (the common variant, an extra column: it costs one more alignment per scan);
@@ -93,7 +93,7 @@ class Entry:
 
 def table3_protocols(protocol_version: str | None = None) -> dict[str, str]:
     """``{column key: protocol id}`` (``name@version``) of the table: the current version of every
-    preset (``micc-ramon2019`` and ``facewarehouse-ramon2019`` at 1.2, the face region), or with
+    preset (``micc-ramon2019`` and ``facewarehouse-ramon2019`` at 1.3, the face region), or with
     ``protocol_version`` (e.g. ``"1.1"``, the whole scan) that version of the two Table 3 presets;
     ``micc-95mm`` stays at its current version. FacebenchError for a version that does not exist."""
     from facebench.benchmark.protocols import get_protocol
@@ -240,7 +240,7 @@ def reproduce_table3(out: str | Path, entries: Sequence[Entry], *, micc: str | P
         micc, facewarehouse: prepared scan datasets (at least one).
         extra: also score ``micc-95mm``.
         protocol_version: version of ``micc-ramon2019`` / ``facewarehouse-ramon2019``
-            (:func:`table3_protocols`); None: the current one (1.2, the face region).
+            (:func:`table3_protocols`); None: the current one (1.3, the face region).
         device, batch_size: prediction settings. model_path: the runs' face model file, for
             models read from a file (the procedural model needs none).
         progress: ``progress(message)`` before each step.
