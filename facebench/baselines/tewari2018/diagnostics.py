@@ -11,8 +11,11 @@ standard mode, :mod:`facebench.baselines.tewari2018.standard`).
 - :func:`offset_renderings`: the per-vertex size of the shape offsets (mm) and of the reflectance
   offsets (RGB) of a few test images, rendered as colours on the model's mean shape in the
   canonical frontal view, next to the ground-truth out-of-span detail the offsets should learn.
-- :func:`write_diagnostics`: all three for one run into ``OUT/diagnostics/``
-  (``gradient_norms.csv``, ``mode_energy.csv``, ``mode_energy.png``, ``offsets.png``).
+- :func:`reflectance_panels`: the true, base-level and final-level reflectance of a few test images
+  (the reflectance test's panels).
+- :func:`write_diagnostics`: all of them for one run into ``OUT/diagnostics/``
+  (``gradient_norms.csv``, ``mode_energy.csv``, ``mode_energy.png``, ``offsets.png``,
+  ``reflectance_panels.png``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from facebench.atomic import atomic_path, write_csv
 
-__all__ = ["gradient_norms", "mode_energy", "offset_renderings", "write_diagnostics"]
+__all__ = ["gradient_norms", "mode_energy", "offset_renderings", "reflectance_panels", "write_diagnostics"]
 
 
 def _load(checkpoint: Path, dataset, device):
@@ -104,6 +107,28 @@ def mode_energy(net, dataset, *, device="cpu", limit: int | None = None) -> pd.D
         rows.append({"space": space, "mode": -1, "column": -1,
                      "energy": float((bias.detach() ** 2).sum()) if bias is not None else 0.0, "fraction": float("nan")})
     return pd.DataFrame(rows)
+
+
+def reflectance_panels(net, dataset, face_model, indices, albedo: np.ndarray, *, device="cpu") -> list[dict]:
+    """For each test image of ``indices``: ``input`` and the unlit reflectance ``truth`` (``albedo[i]``,
+    the true per-vertex reflectance), ``base`` and ``final`` (the levels' predictions) rendered on the
+    mean shape in the canonical frontal view, ``(H, W, 3)`` in [0, 1]."""
+    from facebench.baselines.tewari2018.data import TrainingImages
+    from facebench.baselines.tewari2018.evaluations import _render_colors, canonical_pose
+
+    indices = np.asarray(indices, np.int64)
+    q, t, K = canonical_pose(dataset, face_model)
+    size = int(dataset.read("images", 0, 1).shape[1])
+    images, _, _ = TrainingImages(dataset).get(indices, device)
+    net.eval()
+    with torch.no_grad():
+        output = net.reconstruct(images)
+    colours = {"truth": torch.as_tensor(np.asarray(albedo)[indices], dtype=torch.float32),
+               "base": output.reflectance_base.cpu(), "final": output.reflectance_final.cpu()}
+    rendered = {k: _render_colors(face_model, v.clamp(0, 1), q, t, K, size, background=1.0)[0].numpy()
+                for k, v in colours.items()}
+    return [{"input": images[b].permute(1, 2, 0).cpu().numpy(), **{k: v[b] for k, v in rendered.items()}}
+            for b in range(len(indices))]
 
 
 def offset_renderings(net, dataset, face_model, indices, *, device="cpu") -> list[dict[str, np.ndarray]]:
@@ -191,8 +216,31 @@ def _figures(energy: pd.DataFrame, rows, out: Path, name: str) -> dict[str, Path
     return files
 
 
+def _reflectance_figure(rows, path: Path, name: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("input", "input image"), ("truth", "true reflectance (with detail)"), ("base", "base level"),
+            ("final", "final level"))
+    fig, axes = plt.subplots(len(rows), len(keys), figsize=(2.4 * len(keys), 2.4 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, (key, title) in enumerate(keys):
+            axes[r, c].imshow(np.clip(row[key], 0, 1))
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=8)
+    fig.suptitle(f"Reflectance, unlit, mean shape, frontal view: {name} (linear RGB shown as is)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
 def write_diagnostics(checkpoint: Path, train_path: Path, test_path: Path, out: Path, *, name: str = "",
-                      device="cpu", panels: int = 3) -> dict[str, Path]:
+                      device="cpu", panels: int = 3, albedo: np.ndarray | None = None) -> dict[str, Path]:
     """:func:`gradient_norms` (training images), :func:`mode_energy` and :func:`offset_renderings`
     (test images) of one run into ``out`` (module docstring)."""
     from facebench.datasets.dataset_file import FaceDataset
@@ -205,4 +253,8 @@ def write_diagnostics(checkpoint: Path, train_path: Path, test_path: Path, out: 
     files["mode_energy"] = write_csv(energy, out / "mode_energy.csv")
     rows = offset_renderings(net, test, face_model, list(range(min(panels, len(test)))), device=device)
     files.update(_figures(energy, rows, out, name))
+    if albedo is not None:
+        panels_rows = reflectance_panels(net, test, face_model, list(range(min(panels, len(test)))), albedo,
+                                         device=device)
+        files["reflectance_panels"] = _reflectance_figure(panels_rows, out / "reflectance_panels.png", name)
     return files

@@ -221,7 +221,7 @@ def _counts_note(table) -> str:
     models = table[table["kind"] == "model"]
     if models.empty:
         return ""
-    return f"{int(models['n_images'].iloc[0])} test images x {int(models['n_seeds'].min())} seeds, 95% CI"
+    return f"{int(models['n_images'].iloc[0])} test images x {int(models['n_seeds'].min())} seed(s), 95% CI"
 
 
 def plot_correctives(table: pd.DataFrame, path: Path) -> Path:
@@ -323,13 +323,21 @@ def plot_curves(out: Path, seeds, names, path: Path) -> Path:
             if curve["iteration"]:
                 ax.plot(curve["iteration"][-1], curve["val"][-1], "x" if info["reason"] == "cap" else "o",
                         color=colors[k % len(colors)])
+            log = path_done.parent / "log.csv"
+            if name != "pretrain" and log.is_file():  # the base level's curve during stage 2, dashed
+                frame = pd.read_csv(log)
+                if "val_photo_base" in frame:
+                    frame = frame.dropna(subset=["val_photo_base"])
+                    ax.plot(frame["iteration"], frame["val_photo_base"], "--", color=colors[k % len(colors)],
+                            alpha=0.5)
     axes[0].set_title("stage 1: validation photometric error, base level", fontsize=9)
-    axes[1].set_title("stage 2: validation photometric error, final level", fontsize=9)
+    axes[1].set_title("stage 2: validation photometric error, final level (solid), base level (dashed)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("iteration (batch 5)")
         ax.set_ylabel("photometric error (RGB)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Training curves, {len(seeds)} seeds (o: plateau rule stop, x: iteration cap)", fontsize=10)
+    fig.suptitle(f"Training curves, {len(seeds)} seed(s), 24 validation images (o: plateau rule stop, x: iteration cap)",
+                 fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -448,9 +456,11 @@ def _diagnostics(s, seeds, data, on_stage) -> dict[str, Path]:
     folder = out / "diagnostics"
     if not (run / "done.json").is_file():
         return {}
-    if (folder / "mode_energy.csv").is_file():
+    if (folder / "reflectance_panels.png").is_file():
         return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in (".csv", ".png")}
     if on_stage is not None:
         on_stage(f"diagnostics of seed {seeds[0]}'s {name} in {folder}")
+    albedo_path = out / "oracle" / "test_albedo.npy"
+    albedo = np.load(albedo_path, allow_pickle=False) if albedo_path.is_file() else None
     return write_diagnostics(run / "model.pt", data["train"], data["test"], folder, name=f"{name}, seed {seeds[0]}",
-                             device=s.device)
+                             device=s.device, albedo=albedo)
