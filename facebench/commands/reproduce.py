@@ -39,6 +39,8 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
                                               "(baselines/ramon2019.md).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="--standard: independent trainings in this many processes (one thread each).")
+@click.option("--camera", type=click.Choice(["variable", "fixed"]), default="variable", show_default=True,
+              help="--standard: the ramon2019 preset's variable camera, or a fixed one (the depth control).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Folder with *_train.h5, *_val.h5, *_test.h5 to use instead of generating them.")
@@ -60,15 +62,15 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
               help="Score each loss after its last epoch, or at its epoch of lowest validation shape error.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out.")
 @click.pass_context
-def table2_command(ctx, quick, standard, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials,
+def table2_command(ctx, quick, standard, workers, camera, out, data, train_n, size, epochs, encoder, batch, lr, trials,
                    hpo_epochs, views, losses, seed, seeds, device, threads, checkpoint, overwrite) -> None:
     """Ramon et al. 2019: train the five losses, score them; write table2.csv, Fig. 5 plots, fig6.csv/png."""
     if standard:
-        _standard(ctx, quick, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs,
+        _standard(ctx, quick, workers, camera, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs,
                   views, seed, seeds, device, overwrite)
         return
-    if workers != 1:
-        raise FacebenchError("--workers applies to --standard (the other modes use --threads)")
+    if workers != 1 or camera != "variable":
+        raise FacebenchError("--workers and --camera apply to --standard")
     from facebench.baselines.ramon2019.table2 import ReproduceSettings, reproduce_table2
     from facebench.commands.progress import progress_bar as tqdm  # remaining time also in logs
 
@@ -111,7 +113,7 @@ def table2_command(ctx, quick, standard, workers, out, data, train_n, size, epoc
     echo_table(result.fig6, ["views", "shape_mm", "reprojection_px"], digits=3)
 
 
-def _standard(ctx, quick, workers, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views,
+def _standard(ctx, quick, workers, camera, out, data, train_n, size, epochs, encoder, batch, lr, trials, hpo_epochs, views,
               seed, seeds, device, overwrite) -> None:
     """``--standard`` (facebench.baselines.ramon2019.standard)."""
     from click.core import ParameterSource
@@ -130,7 +132,8 @@ def _standard(ctx, quick, workers, out, data, train_n, size, epochs, encoder, ba
     options = {k: v for k, v in given.items() if v is not None}
     if ctx.get_parameter_source("seeds") != ParameterSource.DEFAULT:
         options["seeds"] = seeds
-    settings = StandardSettings(out=out, seed=seed, workers=workers, views=_int_list(views, "--views"), **options)
+    settings = StandardSettings(out=out, seed=seed, workers=workers, views=_int_list(views, "--views"), camera=camera,
+                                **options)
     result = reproduce_standard(settings, on_stage=click.echo)
     echo_table(result.table2, ["loss", "shape_mm_mean", "shape_mm_sd", "shape_mm_ci_low", "shape_mm_ci_high",
                                "reprojection_px_mean", "reprojection_px_sd", "epochs_mean", "verdict"], digits=3)

@@ -91,7 +91,8 @@ class StandardSettings:
     rows with their mirror images; ``images_per_subject`` samples per subject); ``size`` px;
     ``lr``: learning rate of the non-searched trainings; ``max_epochs``, ``window``, ``delta``,
     ``min_epochs``: the stopping rule; ``trials`` × ``search_epochs``: the search budget per
-    multiterm loss; ``views``: the V of Fig. 6."""
+    multiterm loss; ``views``: the V of Fig. 6; ``camera``: the preset's ``variable`` camera, or
+    ``fixed`` (one distance and focal length: the control that makes the depth observable)."""
 
     out: Path
     seed: int = 0
@@ -110,11 +111,14 @@ class StandardSettings:
     search_epochs: int = STANDARD["search_epochs"]
     images_per_subject: int = STANDARD["images_per_subject"]
     views: tuple[int, ...] = (1, 2, 4, 8)
+    camera: str = "variable"
 
     def keyed(self) -> dict[str, Any]:
-        """The settings that determine the results (JSON-able)."""
+        """The settings that determine the results (JSON-able; ``camera`` only when not the preset's)."""
         data = dataclasses.asdict(self)
         data["views"] = list(self.views)
+        if self.camera == "variable":
+            data.pop("camera")
         return {k: v for k, v in data.items() if k not in _NOT_KEYED}
 
 
@@ -149,6 +153,8 @@ def check_standard(s: StandardSettings) -> None:
         raise FacebenchError(f"--lr must be a finite number > 0, got {s.lr}")
     if not 0 <= s.delta < 1:
         raise FacebenchError(f"the plateau delta must be in [0, 1), got {s.delta}")
+    if s.camera not in ("variable", "fixed"):
+        raise FacebenchError(f"--camera must be variable or fixed, got {s.camera!r}")
     if not s.views or any(v < 1 for v in s.views) or 2 not in s.views:
         raise FacebenchError(f"--views must be integers >= 1 including 2 (the MRL row), got {list(s.views)}")
 
@@ -198,6 +204,8 @@ def plan_jobs(s: StandardSettings) -> list[Job]:
     for seed in seed_list(s.seed, s.seeds):
         root = seed_folder(s.out, seed)
         data = {"seed": seed, "train": s.train, "size": s.size, "images_per_subject": s.images_per_subject}
+        if s.camera != "variable":
+            data["camera"] = s.camera
         d = f"seed{seed}/data"
         jobs.append(Job(d, "data", root / "data", data))
         jobs.append(Job(f"seed{seed}/refs", "refs", root / "refs", {"data": data, "seed_folder": str(root)}, (d,)))
@@ -232,8 +240,13 @@ def _run_data(job: Job) -> dict[str, Any]:
     partial = job.folder.with_name(job.folder.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    settings = GeneratorSettings(n=n, size=p["size"], seed=p["seed"], preset="ramon2019", symmetrize=True,
-                                 identities=max(3, n // p["images_per_subject"]), split="70/10/20")
+    common = {"n": n, "size": p["size"], "seed": p["seed"], "symmetrize": True, "split": "70/10/20",
+              "identities": max(3, n // p["images_per_subject"])}
+    if p.get("camera", "variable") == "variable":
+        settings = GeneratorSettings(preset="ramon2019", **common)
+    else:  # the preset's other settings, spelt out (the preset would turn the default camera variable)
+        settings = GeneratorSettings(angles="ramon2019", neutral=True, world="out-of-span", camera=p["camera"],
+                                     **common)
     t0 = time.perf_counter()
     generate(settings, partial / "synthetic.h5", overwrite=True, batch_size=16)
     if job.folder.exists():
