@@ -84,9 +84,9 @@ __all__ = [
 Stage = Callable[[str], None]
 Step = Callable[[str, int, int, float], None]
 
-#: The standard budget (module docstring): ~35 CPU-core-minutes for all four experiments, 3 seeds, the
-#: schedule check and the diagnostics (measured: baselines/tewari2018.md); iteration caps sized so
-#: that it finishes within 90 minutes of wall time on a 2-core machine shared with other jobs.
+#: The standard budget (module docstring): all four experiments, 3 seeds, the schedule check and the
+#: diagnostics; iteration caps sized so that it finishes within 90 minutes of wall time on a 2-core
+#: machine shared with other jobs (measured: baselines/tewari2018.md).
 STANDARD: dict[str, Any] = {
     "train": 500, "val": 24, "test": 200, "size": 64, "batch": 5, "encoder_width": 32,
     "optimizer": "adam", "lr_scale": 0.1, "lr_pretrain": 0.01, "corrective_weight_lr_mult": 0.1,
