@@ -10,7 +10,7 @@ Two parts:
   setting (32 px, small encoder, batch 16) on a batch held in memory, with the quick mode's
   setting (64 px, batch 32, GAL) measured in the same run as the reference (ratio), and the load.
 
-    python perf/bench_table2_standard.py --run /work/runs/table2-standard
+    python perf/bench_table2_standard.py --run runs/table2-standard
     python perf/bench_table2_standard.py --measure [--seconds 4]
 """
 
