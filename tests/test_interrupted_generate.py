@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups and SIGINT as on a Linux terminal")
 def test_ctrl_c_leaves_no_partial_files_and_a_rerun_succeeds(tmp_path):
     out = tmp_path / "set.h5"
-    command = [sys.executable, "-m", "facebench", "synth", "generate", "--n", "32", "--size", "32", "--seed", "0",
+    command = [sys.executable, "-m", "facebench", "synth", "generate", "--n", "400", "--size", "32", "--seed", "0",
                "--shards", "4", "--workers", "2", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
