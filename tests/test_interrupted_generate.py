@@ -11,13 +11,20 @@ import time
 import pytest
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
+    ignored and the child would inherit that (Python then installs no KeyboardInterrupt handler), so
+    the test would not be the Ctrl-C of a terminal when the suite itself runs in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="process groups and SIGINT as on a Linux terminal")
 def test_ctrl_c_leaves_no_partial_files_and_a_rerun_succeeds(tmp_path):
     out = tmp_path / "set.h5"
-    command = [sys.executable, "-m", "facebench", "synth", "generate", "--n", "400", "--size", "32", "--seed", "0",
+    command = [sys.executable, "-m", "facebench", "synth", "generate", "--n", "32", "--size", "32", "--seed", "0",
                "--shards", "4", "--workers", "2", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_sigint_as_at_a_terminal)
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob(".*.partial")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -21,6 +21,13 @@ from facebench.landmarks import IBUG68_MIRROR
 pytestmark = pytest.mark.slow
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
+    ignored and the child would inherit that (Python then installs no KeyboardInterrupt handler), so
+    the test would not be the Ctrl-C of a terminal when the suite itself runs in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     from facebench.benchmark.templates import write_template
@@ -197,7 +204,8 @@ def _start_scoring(files, tmp_path):
     command = [sys.executable, "-m", "facebench", "score", "--dataset", str(dataset), "--submission", str(noisy),
                "--protocol", "synthetic-scan", "--workers", "2", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+                               start_new_session=True, cwd=Path(__file__).resolve().parents[1],
+                               preexec_fn=_sigint_as_at_a_terminal)
     deadline = time.monotonic() + 120
     workers: list[int] = []
     busy = False
