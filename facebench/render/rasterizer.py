@@ -558,7 +558,14 @@ def _fragments(vertices, faces, K, face_flat, height, width, covered=None) -> Fr
             for i in range(3):
                 bary[sl, i] = b[i]
             depth[sl] = z
-    shape = (batch, height, width)
+    return _packed_fragments(face_flat, mask, (batch, height, width), pix, faces, bary, depth, ids, image,
+                             n_vertices, flat)
+
+
+def _packed_fragments(face_flat, mask, shape, pix, faces, bary, depth, ids, image, n_vertices, flat) -> Fragments:
+    """The :class:`Fragments` of both fragment passes: per-pixel ``face_flat`` / ``mask`` reshaped to
+    ``shape`` ``(B, H, W)``, packed per visible pixel ``bary (N, 3)`` (stored transposed), ``depth (N,)``,
+    vertex ids ``ids (3, N)``, and the flat vertex ids ``flat (N, 3)`` into ``B * n_vertices``."""
     fragments = Fragments(
         face_id=face_flat.reshape(shape),
         mask=mask.reshape(shape),
@@ -595,16 +602,5 @@ def _fragments_native(lib, vertices, faces, K, face_flat, height, width, covered
         int(rays.shape[0] > 1), face_flat.data_ptr(), pix.data_ptr(), image.data_ptr(),
         ids.data_ptr(), flat.data_ptr(), int(flat64), bary.data_ptr(), depth.data_ptr(), n,
     )
-    shape = (batch, height, width)
-    fragments = Fragments(
-        face_id=face_flat.reshape(shape),
-        mask=(face_flat >= 0).reshape(shape),
-        pix_index=pix,
-        faces=faces,
-        packed_bary=bary.T,
-        packed_depth=depth,
-        packed_vertex_ids=ids,
-        packed_image=image,
-    )
-    fragments._flat_vertex_ids = (n_vertices, flat)
-    return fragments
+    return _packed_fragments(face_flat, face_flat >= 0, (batch, height, width), pix, faces, bary, depth, ids,
+                             image, n_vertices, flat)

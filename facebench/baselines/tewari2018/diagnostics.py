@@ -109,20 +109,29 @@ def mode_energy(net, dataset, *, device="cpu", limit: int | None = None) -> pd.D
     return pd.DataFrame(rows)
 
 
-def reflectance_panels(net, dataset, face_model, indices, albedo: np.ndarray, *, device="cpu") -> list[dict]:
-    """For each test image of ``indices``: ``input`` and the unlit reflectance ``truth`` (``albedo[i]``,
-    the true per-vertex reflectance), ``base`` and ``final`` (the levels' predictions) rendered on the
-    mean shape in the canonical frontal view, ``(H, W, 3)`` in [0, 1]."""
+def _reconstruct_in_canonical_view(net, dataset, face_model, indices: np.ndarray, device):
+    """Both levels of ``net`` on the test images ``indices``: ``(images (N, 3, H, W), output, (q, t, K,
+    size))``, the last the canonical frontal pose and the image size (px) the panels render with."""
     from facebench.baselines.tewari2018.data import TrainingImages
-    from facebench.baselines.tewari2018.evaluations import _render_colors, canonical_pose
+    from facebench.baselines.tewari2018.evaluations import canonical_pose
 
-    indices = np.asarray(indices, np.int64)
     q, t, K = canonical_pose(dataset, face_model)
     size = int(dataset.read("images", 0, 1).shape[1])
     images, _, _ = TrainingImages(dataset).get(indices, device)
     net.eval()
     with torch.no_grad():
         output = net.reconstruct(images)
+    return images, output, (q, t, K, size)
+
+
+def reflectance_panels(net, dataset, face_model, indices, albedo: np.ndarray, *, device="cpu") -> list[dict]:
+    """For each test image of ``indices``: ``input`` and the unlit reflectance ``truth`` (``albedo[i]``,
+    the true per-vertex reflectance), ``base`` and ``final`` (the levels' predictions) rendered on the
+    mean shape in the canonical frontal view, ``(H, W, 3)`` in [0, 1]."""
+    from facebench.baselines.tewari2018.evaluations import _render_colors
+
+    indices = np.asarray(indices, np.int64)
+    images, output, (q, t, K, size) = _reconstruct_in_canonical_view(net, dataset, face_model, indices, device)
     colours = {"truth": torch.as_tensor(np.asarray(albedo)[indices], dtype=torch.float32),
                "base": output.reflectance_base.cpu(), "final": output.reflectance_final.cpu()}
     rendered = {k: _render_colors(face_model, v.clamp(0, 1), q, t, K, size, background=1.0)[0].numpy()
@@ -136,18 +145,12 @@ def offset_renderings(net, dataset, face_model, indices, *, device="cpu") -> lis
     (``shape``, mm), reflectance offsets (``reflectance``, RGB) and of the ground truth's out-of-span
     shape detail (``true_shape``, mm: ground truth minus its base-span projection) as ``(H, W)``
     maps on the mean shape, canonical frontal view (NaN off the face)."""
-    from facebench.baselines.tewari2018.data import TrainingImages
-    from facebench.baselines.tewari2018.evaluations import _render_colors, canonical_pose
+    from facebench.baselines.tewari2018.evaluations import _render_colors
     from facebench.baselines.tewari2018.model import MultiLevelConfig
     from facebench.benchmark import oracle
 
     indices = np.asarray(indices, np.int64)
-    q, t, K = canonical_pose(dataset, face_model)
-    size = int(dataset.read("images", 0, 1).shape[1])
-    images, _, _ = TrainingImages(dataset).get(indices, device)
-    net.eval()
-    with torch.no_grad():
-        output = net.reconstruct(images)
+    images, output, (q, t, K, size) = _reconstruct_in_canonical_view(net, dataset, face_model, indices, device)
     config = MultiLevelConfig()
     basis = oracle.span_basis(face_model, min(config.n_identity, face_model.n_identity),
                               min(config.n_expression, face_model.n_expression))
