@@ -100,6 +100,20 @@ def test_miniature_structure_and_reference_values(miniature):
     assert set(comparisons["experiment"]) == {"correctives", "reflectance"}
     reflectance = pd.read_csv(out / "reflectance.csv")
     assert list(reflectance["row"]) == ["C4", "base-oracle", "C4-oracle", "mean"]
+    # diagnostics of the first seed's top-C model: finite gradient norms per term; the mode energies of
+    # each corrective space sum to 1 (the bias row apart) and are sorted, largest first
+    for name in ("gradient_norms", "mode_energy"):
+        assert files[name].is_file(), name
+    norms = pd.read_csv(files["gradient_norms"])
+    numeric = norms.drop(columns=["term"]).select_dtypes("number").to_numpy()
+    assert len(norms) >= 2 and np.isfinite(numeric).all() and (numeric >= 0).all()
+    energy = pd.read_csv(files["mode_energy"])
+    modes = energy[energy["mode"] >= 0]
+    assert not modes.empty
+    for _, space in modes.groupby("space"):
+        assert abs(space["fraction"].sum() - 1) < 1e-6
+        assert (space.sort_values("mode")["energy"].diff().dropna() <= 1e-12).all()
+    assert (out / "diagnostics" / "reflectance_panels.png").is_file()
     for seed in (0, 1):
         assert not (out / f"seed{seed}" / "runs" / "relu1").exists()
         for run in ("pretrain", "C0", "C4"):

@@ -329,7 +329,7 @@ def oracle_rows(s: StandardSettings, data: dict[str, Path], on_stage: Stage | No
     errors = refl_errors(np.broadcast_to(mean_refl, a_test.shape))
     rows["mean/refl_add"], rows["mean/refl_gain"] = errors["add"], errors["gain"]
     rows["mean/shape_mm"] = metrics.shape_error_mm(
-        truth, torch.as_tensor(np.broadcast_to(mean_shape, x_test.shape).reshape(len(test), V, 3))).numpy()
+        truth, torch.as_tensor(np.broadcast_to(mean_shape, x_test.shape).reshape(len(test), V, 3).copy())).numpy()
     # energy of the residual beyond the base span captured by the top-k training directions (test set)
     frame = pd.DataFrame(rows)
     write_csv(frame, path)
