@@ -46,6 +46,7 @@ import pandas as pd
 from facebench.atomic import atomic_path
 from facebench.atomic import write_csv as _write_csv
 from facebench.atomic import write_json as _write_json
+from facebench.benchmark.reference_rows import REFERENCES
 from facebench.errors import FacebenchError, InputFileError
 
 __all__ = ["LOSS_ORDER", "REFERENCES", "TABLE2_COLUMNS", "FIG6_COLUMNS", "QUICK", "FULL", "ReproduceSettings",
@@ -66,8 +67,6 @@ QUICK: dict[str, Any] = {"train": 2000, "size": 64, "epochs": 5, "encoder": "sma
 FULL: dict[str, Any] = {"train": 20349, "size": 224, "epochs": 20, "encoder": "vgg16", "batch": 32, "lr": 1e-4,
                         "trials": 20, "hpo_epochs": 5}
 SPLIT = (0.7, 0.1, 0.2)
-#: The reference rows of the table (template kind → row name).
-REFERENCES = {"mean": "mean-shape", "oracle": "projection-oracle"}
 #: Metrics of the table with per-sample values (verdicts across seeds).
 METRICS = ("reprojection_px", "shape_mm", "translation_cm", "rotation_deg")
 
@@ -214,33 +213,13 @@ def _train_and_score(s: ReproduceSettings, splits: dict[str, Path], name: str, l
 
 
 def _reference_rows(test: Path, out: Path, stage) -> list[dict[str, Any]]:
-    """Write and score the reference submissions (:data:`REFERENCES`) on ``test``; their rows of
-    Table 2. The oracle's span is the regressor's: its identity modes (``min(100, modes)``, within
-    the span the dataset's out-of-span detail avoids), no expression; it is left out, with a stage
-    line, when the dataset's model cannot be loaded here."""
-    from facebench.benchmark import oracle
-    from facebench.benchmark.templates import write_template
-    from facebench.datasets.dataset_file import FaceDataset
+    """The rows of Table 2 of the reference submissions
+    (:func:`facebench.benchmark.reference_rows.score_reference_rows` on ``test``, into ``out``). The
+    oracle's span is the regressor's: at most its 100 identity modes, no expression."""
+    from facebench.benchmark.reference_rows import score_reference_rows
 
-    dataset = FaceDataset(test)
-    rows = []
-    for kind, name in REFERENCES.items():
-        options: dict[str, Any] = {}
-        if kind == "oracle":
-            try:
-                model = oracle.dataset_model(dataset)
-            except FacebenchError as error:
-                stage(f"      no {name} row: {error}")
-                continue
-            options = {"identity_dims": min(oracle.default_span(dataset, model)[0], 100, model.n_identity),
-                       "expression_dims": 0}
-        submission = out / "submissions" / f"{name}.h5"
-        submission.parent.mkdir(parents=True, exist_ok=True)
-        write_template(dataset, kind, submission, **options)
-        metrics = _score(test, submission, out / "results" / name)
-        stage(f"      {name}: shape {metrics['shape_mm']:.3f} mm, reprojection {metrics['reprojection_px']:.3f} px")
-        rows.append({"loss": name, **{k: metrics[k] for k in METRICS}})
-    return rows
+    scored = score_reference_rows(test, out, identity_dims=100, expression_dims=0, stage=stage)
+    return [{"loss": name, **{k: metrics[k] for k in METRICS}} for name, metrics in scored.items()]
 
 
 def plot_fig6(fig6: pd.DataFrame, out_path: str | Path) -> Path:

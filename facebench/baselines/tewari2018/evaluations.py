@@ -75,6 +75,7 @@ import torch
 from facebench.atomic import write_csv as _write_csv
 from facebench.atomic import write_json as _write_json
 from facebench.baselines.tewari2018.figures import bar_plot, panel_images, write_panels
+from facebench.benchmark.reference_rows import REFERENCES
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError, InputFileError
 
@@ -101,8 +102,6 @@ __all__ = [
     "REFERENCES",
 ]
 
-#: The reference rows of the variant tables (template kind → row name).
-REFERENCES = {"mean": "mean-shape", "oracle": "projection-oracle"}
 #: Scored metrics (per-sample values in ``results/NAME/``): the verdicts across seeds.
 SCORED = ("shape_mm", "translation_cm", "rotation_deg", "reprojection_px")
 
@@ -443,42 +442,18 @@ def run_variants(s: EvalSettings, variants: list[Variant], *, base_model: dict |
 
 def reference_rows(test: Path, out: Path, base_model: dict | None = None, stage: Stage | None = None) -> list[dict]:
     """Write and score the reference submissions (:data:`REFERENCES`) of ``test`` into
-    ``out/submissions`` and ``out/results``; their rows (``variant`` and :data:`SCORED`). The
-    oracle's span is the base level's (``MultiLevelConfig`` with ``base_model``: its identity and
-    expression modes, within the span the dataset's out-of-span detail avoids); it is left out, with
-    a stage line, when the dataset's model cannot be loaded here."""
+    ``out/submissions`` and ``out/results``
+    (:func:`facebench.benchmark.reference_rows.score_reference_rows`); their rows (``variant`` and
+    :data:`SCORED`). The oracle's span is the base level's (``MultiLevelConfig`` with ``base_model``:
+    its identity and expression modes)."""
     from facebench.baselines.tewari2018.model import MultiLevelConfig
-    from facebench.benchmark import oracle
-    from facebench.benchmark.protocols import get_protocol
-    from facebench.benchmark.scoring import score, write_results
-    from facebench.benchmark.templates import write_template
-    from facebench.datasets.dataset_file import FaceDataset
+    from facebench.benchmark.reference_rows import score_reference_rows
 
-    stage = stage or (lambda _m: None)
-    dataset = FaceDataset(test)
     config = dataclasses.replace(MultiLevelConfig(), **{k: v for k, v in (base_model or {}).items()
                                                        if k in ("n_identity", "n_expression")})
-    rows = []
-    for kind, name in REFERENCES.items():
-        options: dict[str, Any] = {}
-        if kind == "oracle":
-            try:
-                model = oracle.dataset_model(dataset)
-            except FacebenchError as error:
-                stage(f"      no {name} row: {error}")
-                continue
-            span = oracle.default_span(dataset, model)
-            options = {"identity_dims": min(span[0], config.n_identity, model.n_identity),
-                       "expression_dims": min(span[1], config.n_expression, model.n_expression)}
-        submission = out / "submissions" / f"{name}.h5"
-        submission.parent.mkdir(parents=True, exist_ok=True)
-        write_template(dataset, kind, submission, **options)
-        result = score(test, submission, get_protocol("synthetic"))
-        write_results(result, out / "results" / name)
-        metrics = {k: float(result.summary["metrics"][k]["mean"]) for k in SCORED}
-        stage(f"      {name}: shape {metrics['shape_mm']:.2f} mm")
-        rows.append({"variant": name, **metrics})
-    return rows
+    scored = score_reference_rows(test, out, identity_dims=config.n_identity, expression_dims=config.n_expression,
+                                  stage=stage)
+    return [{"variant": name, **{k: metrics[k] for k in SCORED}} for name, metrics in scored.items()]
 
 
 def _methods(table: pd.DataFrame) -> pd.DataFrame:
