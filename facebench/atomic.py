@@ -57,3 +57,17 @@ def write_csv(frame, path: str | Path) -> Path:
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
     return Path(path)
+
+
+def write_figure(fig, path: str | Path, *, dpi: int = 110, close: bool = True, **savefig_options) -> Path:
+    """Save the matplotlib figure ``fig`` as a PNG at ``path`` atomically (:func:`atomic_path`), then
+    close it unless ``close`` is False; return ``path``. ``savefig_options`` go to ``fig.savefig``
+    (e.g. ``facecolor``, ``bbox_inches``)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", **savefig_options)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path

@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebench.atomic import atomic_path
 from facebench.atomic import write_csv as _write_csv
+from facebench.atomic import write_figure
 from facebench.atomic import write_json as _write_json
 from facebench.errors import FacebenchError, InputFileError
 
@@ -581,16 +581,8 @@ def plot_fig5(fig5: pd.DataFrame, out_path: Path) -> Path:
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Errors per |yaw| bin (Ramon et al. 2019, Fig. 5), 95% CI over subjects and seeds", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_path)
+    return write_figure(fig, out_path, dpi=100)
 
-
-def _save(fig, out_path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(out_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return out_path
 
 
 def plot_fig6(fig6: pd.DataFrame, out_path: Path) -> Path:
@@ -615,7 +607,7 @@ def plot_fig6(fig6: pd.DataFrame, out_path: Path) -> Path:
         ax.grid(True, alpha=0.3)
     fig.suptitle("MRL: test error vs number of views (Ramon et al. 2019, Fig. 6), 95% CI", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_path)
+    return write_figure(fig, out_path, dpi=100)
 
 
 def plot_curves(curves: pd.DataFrame, out_path: Path) -> Path:
@@ -653,7 +645,7 @@ def plot_curves(curves: pd.DataFrame, out_path: Path) -> Path:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Validation errors per epoch (dot: the stopping epoch)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out_path)
+    return write_figure(fig, out_path, dpi=100)
 
 
 def _curves(s: StandardSettings, seeds: list[int]) -> pd.DataFrame:

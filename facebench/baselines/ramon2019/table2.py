@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facebench.atomic import atomic_path
 from facebench.atomic import write_csv as _write_csv
+from facebench.atomic import write_figure
 from facebench.atomic import write_json as _write_json
 from facebench.benchmark.reference_rows import REFERENCES
 from facebench.errors import FacebenchError, InputFileError
@@ -243,9 +243,7 @@ def plot_fig6(fig6: pd.DataFrame, out_path: str | Path) -> Path:
     fig.suptitle("MRL: test error vs number of views (Ramon et al. 2019, Fig. 6)", fontsize=10)
     fig.tight_layout()
     out_path = Path(out_path)
-    with atomic_path(out_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_figure(fig, out_path, dpi=110)
     return out_path
 
 

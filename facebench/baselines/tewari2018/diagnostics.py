@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facebench.atomic import atomic_path, write_csv
+from facebench.atomic import write_csv, write_figure
 
 __all__ = ["gradient_norms", "mode_energy", "offset_renderings", "reflectance_panels", "write_diagnostics"]
 
@@ -191,9 +191,7 @@ def _figures(energy: pd.DataFrame, rows, out: Path, name: str) -> dict[str, Path
         ax.set_title(f"Energy per corrective mode, {name} (test images)", fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        with atomic_path(out / "mode_energy.png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        write_figure(fig, out / "mode_energy.png", dpi=110)
         files["mode_energy_plot"] = out / "mode_energy.png"
     if rows:
         keys = (("input", "input image", None), ("true_shape", "true out-of-span shape |r| (mm)", "viridis"),
@@ -212,9 +210,7 @@ def _figures(energy: pd.DataFrame, rows, out: Path, name: str) -> dict[str, Path
                     ax.set_title(title, fontsize=8)
         fig.suptitle(f"Corrective offsets of {name} on the mean shape, frontal view", fontsize=9)
         fig.tight_layout()
-        with atomic_path(out / "offsets.png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
+        write_figure(fig, out / "offsets.png", dpi=100)
         files["offsets_plot"] = out / "offsets.png"
     return files
 
@@ -236,9 +232,7 @@ def _reflectance_figure(rows, path: Path, name: str) -> Path:
                 axes[r, c].set_title(title, fontsize=8)
     fig.suptitle(f"Reflectance, unlit, mean shape, frontal view: {name} (linear RGB shown as is)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=100)
     return path
 
 

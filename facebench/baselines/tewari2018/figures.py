@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from facebench.atomic import atomic_path
+from facebench.atomic import write_figure
 from facebench.device import resolve_device
 from facebench.errors import FacebenchError
 
@@ -108,9 +108,7 @@ def write_panels(groups: dict[str, list[dict[str, np.ndarray]]], path: str | Pat
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=100)
     return path
 
 
@@ -144,8 +142,6 @@ def bar_plot(table: pd.DataFrame, label_column: str, path: Path, title: str, *,
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=110)
     return path
 

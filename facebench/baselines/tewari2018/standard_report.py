@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facebench.atomic import atomic_path, write_csv
+from facebench.atomic import write_csv, write_figure
 
 __all__ = ["METRICS", "experiment_runs", "seeds_images_ci", "load_evaluations", "experiment_table", "comparisons",
            "write_report"]
@@ -206,12 +206,6 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    _plt().close(fig)
-    return path
-
 
 def _err(table, metric):
     return np.stack([table[metric] - table[f"{metric}_lo"], table[f"{metric}_hi"] - table[metric]])
@@ -253,7 +247,7 @@ def plot_correctives(table: pd.DataFrame, path: Path) -> Path:
     fig.suptitle(f"Correctives sweep on the out-of-span world (supp. Fig. 4 layout); {_counts_note(table)}",
                  fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return write_figure(fig, path, dpi=110)
 
 
 def plot_bars(table: pd.DataFrame, path: Path, title: str, metrics) -> Path:
@@ -273,7 +267,7 @@ def plot_bars(table: pd.DataFrame, path: Path, title: str, metrics) -> Path:
         ax.set_ylim(max(lo - pad, 0), hi + pad)
     fig.suptitle(f"{title}; {_counts_note(table)}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return write_figure(fig, path, dpi=110)
 
 
 def plot_reflectance(table: pd.DataFrame, path: Path, full: str) -> Path:
@@ -301,7 +295,7 @@ def plot_reflectance(table: pd.DataFrame, path: Path, full: str) -> Path:
     ax.legend(fontsize=7)
     ax.set_title(f"Reflectance test on the out-of-span world ({full} model); {_counts_note(table)}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return write_figure(fig, path, dpi=110)
 
 
 def plot_curves(out: Path, seeds, names, path: Path) -> Path:
@@ -339,7 +333,7 @@ def plot_curves(out: Path, seeds, names, path: Path) -> Path:
     fig.suptitle(f"Training curves, {len(seeds)} seed(s), 24 validation images (o: plateau rule stop, x: iteration cap)",
                  fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return write_figure(fig, path, dpi=110)
 
 
 def plot_schedule(out: Path, path: Path) -> Path | None:
@@ -358,7 +352,7 @@ def plot_schedule(out: Path, path: Path) -> Path | None:
     ax.set_title("Stage 1 with the supplement's AdaDelta (rate 0.01) vs scaled vs Adam", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return write_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------- report
