@@ -169,6 +169,16 @@ class ResolvedSettings:
         return 2 if self.symmetrize else 1
 
 
+def _mode_count(model, prefix: str, value, option: str) -> int:
+    """``value`` modes of the model's ``prefix`` space (identity, expression or reflectance), all of
+    them when None; a one-line error naming ``option`` when outside [0, available]."""
+    available = getattr(model, f"n_{prefix}")
+    value = available if value is None else int(value)
+    if not 0 <= value <= available:
+        _fail(f"{option} {value} outside [0, {available}]: model {model.name!r} has {available} {prefix} modes")
+    return value
+
+
 def _fail(message: str) -> None:
     raise FacebenchError(message)
 
@@ -229,13 +239,7 @@ def resolve_settings(settings: GeneratorSettings, model) -> ResolvedSettings:
             _fail(f"--{name}-max must be in [0, {top:g}] degrees, got {value:g}")
     dims = {}
     for prefix in ("identity", "expression", "reflectance"):
-        available = getattr(model, f"n_{prefix}")
-        value = getattr(s, f"{prefix}_dims")
-        value = available if value is None else int(value)
-        if not 0 <= value <= available:
-            _fail(f"--{prefix}-dims {value} outside [0, {available}]: model {model.name!r} has {available} "
-                  f"{prefix} modes")
-        dims[prefix] = value
+        dims[prefix] = _mode_count(model, prefix, getattr(s, f"{prefix}_dims"), f"--{prefix}-dims")
     if s.neutral:
         if s.expression_dims not in (None, 0):
             _fail("--neutral sets the expression to zero: do not also give --expression-dims")
@@ -285,12 +289,8 @@ def _resolve_world_and_camera(s: GeneratorSettings, model, dims: dict) -> tuple[
     world: dict[str, Any] = {"world": s.world, "out_of_span": None}
     span = {}
     for prefix in ("identity", "expression", "reflectance"):
-        value = getattr(s, f"span_{prefix}_dims")
-        available = getattr(model, f"n_{prefix}")
-        value = available if value is None else int(value)
-        if not 0 <= value <= available:
-            _fail(f"--span-{prefix}-dims {value} outside [0, {available}] for model {model.name!r}")
-        span[f"span_{prefix}_dims"] = value
+        span[f"span_{prefix}_dims"] = _mode_count(model, prefix, getattr(s, f"span_{prefix}_dims"),
+                                                  f"--span-{prefix}-dims")
     if s.world == "out-of-span":
         world["out_of_span"] = OutOfSpanSettings(**span).as_dict()
     elif any(getattr(s, k) is not None for k in span):
